@@ -1,0 +1,49 @@
+# Two commands for a fresh machine: `make run` (the main job on sklearn digits) and
+# `make test` (the whole suite). Both create/reuse .venv and install what they need.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch is installed FIRST and pinned (the CPU wheel here); for a CUDA build, install it
+# into $(VENV) yourself before `make`, e.g. `$(BIN)/pip install torch==2.13.0 --index-url ...`.
+TORCH ?= torch==2.13.0
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: run test lint bench fashion-mnist clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+run: $(VENV)/.installed
+	$(BIN)/pyrovae train --dataset digits --guide diagonal --prior standard \
+	    --likelihood bernoulli --objective TraceMeanField_ELBO --latent-dim 10 \
+	    --epochs 50 --device cpu --no-progress --out runs/digits
+
+# Fashion-MNIST tests need Debian's dataset-fashion-mnist; install it when we can,
+# otherwise those tests skip and say why.
+fashion-mnist:
+	@if [ ! -e $(FASHION_DIR)/train-images-idx3-ubyte.gz ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1) || \
+	    echo "warning: could not install dataset-fashion-mnist; its tests will skip"; \
+	  else echo "warning: not root; install dataset-fashion-mnist to run its tests"; fi; \
+	fi
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+
+test: $(VENV)/.installed fashion-mnist
+	$(BIN)/ruff check .
+	MPLBACKEND=Agg $(BIN)/python -m pytest -q
+
+bench: $(VENV)/.installed
+	$(BIN)/python benchmarks/svi_step.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,63 @@
+"""The amortized guide: ``q(z | x) = head(encoder(x))`` inside the ``"data"`` plate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyrovae.naming import unique_name
+
+from .encoders import MLPEncoder
+from .families import make_head
+
+
+class AmortizedGuide(nn.Module):
+    """Calling it runs the Pyro guide on ``x``: ``z_n ~ head(encoder(x_n))`` for each n.
+
+    Args:
+        encoder: maps x ``(B, D)`` to features ``(B, F)``.
+        head: any callable mapping features to a distribution with batch shape ``(B,)`` and
+            event shape ``(d,)`` (a registered :class:`~guides.families.GuideHead`, or your own).
+        name: parameter-store name (unique by default, see :mod:`pyrovae.naming`).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        head: Callable[[torch.Tensor], dist.Distribution],
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.head = head
+        self.name = name or unique_name("guide")
+
+    def forward(self, x: torch.Tensor) -> None:
+        pyro.module(self.name, self)
+        with pyro.plate("data", x.shape[0], device=x.device):
+            pyro.sample("z", self.posterior(x))
+
+    guide = forward
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """q(z | x) as a distribution object, batch shape ``(B,)``, event shape ``(d,)``."""
+        return self.head(self.encoder(x))
+
+
+def build_guide(
+    data_dim: int,
+    latent_dim: int,
+    family: str = "diagonal",
+    hidden: Sequence[int] = (256,),
+    activation: str = "relu",
+    name: str | None = None,
+    **family_kwargs,
+) -> AmortizedGuide:
+    """An MLP encoder ``D -> hidden...`` with a registered family head."""
+    encoder = MLPEncoder(data_dim, hidden, activation)
+    head = make_head(family, encoder.out_features, latent_dim, **family_kwargs)
+    return AmortizedGuide(encoder, head, name)

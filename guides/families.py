@@ -1,0 +1,217 @@
+"""Guide families: heads that turn encoder features into q(z | x).
+
+Every head maps features of shape ``(B, F)`` to a distribution with batch shape ``(B,)``
+and event shape ``(d,)``; the guide passes it to ``pyro.sample("z", ...)`` unchanged, so
+swapping the family never touches the model. Each head reports
+``outputs_per_datapoint``, the number of distribution parameters it emits per data point:
+
+==============  =============================================  =================
+family          q(z | x)                                       outputs per point
+==============  =============================================  =================
+``diagonal``    N(mu, diag(sigma^2))                           2d
+``full``        N(mu, L L^T), L lower-triangular, L_ii > 0     d(d+3)/2
+``lowrank``     N(mu, W W^T + diag(D)), W of rank r            d(r+2)
+``mixture``     sum_k pi_k N(mu_k, diag(sigma_k^2))            K(2d+1)
+``flow``        IAF_T o ... o IAF_1 applied to N(mu, diag)      2d(1+T)
+==============  =============================================  =================
+
+Positive quantities use ``softplus(...) + min_scale`` on a soft-clamped input, so every
+head is valid (positive definite, finite) for ANY encoder output.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.transforms import conditional_affine_autoregressive
+from torch import nn
+from torch.nn.functional import softplus
+
+MAX_RAW = 15.0  # scales stay in [min_scale, ~15]: far wider than any posterior under N(0, I)
+
+
+def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """``bound * tanh(x / bound)``: identity near 0, smooth, never leaves (-bound, bound)."""
+    return bound * torch.tanh(x / bound)
+
+
+def positive(raw: torch.Tensor, min_scale: float) -> torch.Tensor:
+    """A positive scale ``softplus(soft_clamp(raw)) + min_scale`` in ``[min_scale, ~15]``."""
+    return softplus(soft_clamp(raw, MAX_RAW)) + min_scale
+
+
+class GuideHead(nn.Module):
+    """Base class: a linear layer from features to ``outputs_per_datapoint`` numbers, and a
+    :meth:`make_dist` hook that turns them into q(z | x). Subclasses set
+    ``outputs_per_datapoint`` before calling ``super().__init__``-created layers via
+    :meth:`_build`."""
+
+    outputs_per_datapoint: int
+
+    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-3):
+        super().__init__()
+        self.in_features = in_features
+        self.latent_dim = latent_dim
+        self.min_scale = min_scale
+
+    def _build(self, num_outputs: int) -> None:
+        self.outputs_per_datapoint = num_outputs
+        self.linear = nn.Linear(self.in_features, num_outputs)
+
+    def forward(self, features: torch.Tensor) -> dist.Distribution:
+        return self.make_dist(self.linear(features), features)
+
+    def make_dist(self, raw: torch.Tensor, features: torch.Tensor) -> dist.Distribution:
+        raise NotImplementedError
+
+
+class DiagonalNormalHead(GuideHead):
+    """q(z | x) = N(mu(x), diag(sigma(x)^2)) as ``Normal(loc, scale).to_event(1)``."""
+
+    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-3):
+        super().__init__(in_features, latent_dim, min_scale)
+        self._build(2 * latent_dim)
+
+    def make_dist(self, raw, features):
+        loc, raw_scale = raw.split(self.latent_dim, dim=-1)
+        return dist.Normal(loc, positive(raw_scale, self.min_scale)).to_event(1)
+
+
+class FullCovarianceHead(GuideHead):
+    """q(z | x) = N(mu(x), L(x) L(x)^T) as ``MultivariateNormal(loc, scale_tril=L)``.
+
+    L is lower-triangular with ``L_ii = softplus(.) + min_scale > 0`` and off-diagonal
+    entries soft-clamped to ``(-offdiag_bound, offdiag_bound)``, so it is a valid Cholesky
+    factor for any encoder output. d(d+3)/2 outputs per data point.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        min_scale: float = 1e-3,
+        offdiag_bound: float = 10.0,
+    ):
+        super().__init__(in_features, latent_dim, min_scale)
+        self.offdiag_bound = offdiag_bound
+        d = latent_dim
+        rows, cols = torch.tril_indices(d, d, offset=-1)
+        self.register_buffer("_rows", rows, persistent=False)
+        self.register_buffer("_cols", cols, persistent=False)
+        self._build(d * (d + 3) // 2)
+
+    def make_dist(self, raw, features):
+        d = self.latent_dim
+        loc, raw_diag, raw_off = raw.split([d, d, d * (d - 1) // 2], dim=-1)
+        scale_tril = torch.diag_embed(positive(raw_diag, self.min_scale))
+        scale_tril[..., self._rows, self._cols] = soft_clamp(raw_off, self.offdiag_bound)
+        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+
+
+class LowRankHead(GuideHead):
+    """q(z | x) = N(mu, W W^T + diag(D)) as ``LowRankMultivariateNormal`` with W of shape
+    ``(d, rank)``; d(rank+2) outputs per data point."""
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        rank: int = 2,
+        min_scale: float = 1e-3,
+        factor_bound: float = 10.0,
+    ):
+        super().__init__(in_features, latent_dim, min_scale)
+        if rank < 1:
+            raise ValueError(f"lowrank needs rank >= 1, got {rank}")
+        self.rank = rank
+        self.factor_bound = factor_bound
+        self._build(latent_dim * (rank + 2))
+
+    def make_dist(self, raw, features):
+        d, r = self.latent_dim, self.rank
+        loc, raw_diag, raw_factor = raw.split([d, d, d * r], dim=-1)
+        cov_factor = soft_clamp(raw_factor, self.factor_bound).unflatten(-1, (d, r))
+        cov_diag = positive(raw_diag, self.min_scale) ** 2
+        return dist.LowRankMultivariateNormal(loc, cov_factor, cov_diag)
+
+
+class MixtureHead(GuideHead):
+    """q(z | x) = sum_k pi_k(x) N(mu_k(x), diag(sigma_k(x)^2)) with pathwise gradients
+    (``MixtureOfDiagNormals``, Jankowiak & Karaletsos 2019); K(2d+1) outputs per point."""
+
+    def __init__(
+        self, in_features: int, latent_dim: int, num_components: int = 3, min_scale: float = 1e-3
+    ):
+        super().__init__(in_features, latent_dim, min_scale)
+        if num_components < 1:
+            raise ValueError(f"mixture needs num_components >= 1, got {num_components}")
+        self.num_components = num_components
+        self._build(num_components * (2 * latent_dim + 1))
+
+    def make_dist(self, raw, features):
+        d, k = self.latent_dim, self.num_components
+        locs, raw_scales, logits = raw.split([k * d, k * d, k], dim=-1)
+        return dist.MixtureOfDiagNormals(
+            locs.unflatten(-1, (k, d)),
+            positive(raw_scales, self.min_scale).unflatten(-1, (k, d)),
+            soft_clamp(logits, MAX_RAW),
+        )
+
+
+class FlowHead(GuideHead):
+    """q(z | x): a diagonal Normal base N(mu(x), diag(sigma(x)^2)) pushed through
+    ``num_flows`` inverse-autoregressive affine flows conditioned on the encoder features
+    (Kingma et al. 2016). Each flow emits 2d numbers per data point: 2d(1+T) in all."""
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        num_flows: int = 2,
+        flow_hidden: Sequence[int] = (64,),
+        min_scale: float = 1e-3,
+    ):
+        super().__init__(in_features, latent_dim, min_scale)
+        self.num_flows = num_flows
+        self.flows = nn.ModuleList(
+            conditional_affine_autoregressive(
+                latent_dim, in_features, hidden_dims=list(flow_hidden)
+            )
+            for _ in range(num_flows)
+        )
+        self._build(2 * latent_dim)
+        self.outputs_per_datapoint = 2 * latent_dim * (1 + num_flows)
+
+    def make_dist(self, raw, features):
+        loc, raw_scale = raw.split(self.latent_dim, dim=-1)
+        base = dist.Normal(loc, positive(raw_scale, self.min_scale)).to_event(1)
+        return dist.TransformedDistribution(base, [f.condition(features) for f in self.flows])
+
+
+FAMILIES: dict[str, Callable[..., GuideHead]] = {
+    "diagonal": DiagonalNormalHead,
+    "full": FullCovarianceHead,
+    "lowrank": LowRankHead,
+    "mixture": MixtureHead,
+    "flow": FlowHead,
+}
+
+
+def register_family(name: str):
+    """Decorator registering a head class under ``name`` (then every registry-parametrised
+    test and ``--guide name`` pick it up)."""
+
+    def decorator(cls):
+        FAMILIES[name] = cls
+        return cls
+
+    return decorator
+
+
+def make_head(name: str, in_features: int, latent_dim: int, **kwargs) -> GuideHead:
+    """Build a registered guide head by name."""
+    if name not in FAMILIES:
+        raise ValueError(f"unknown guide family {name!r}; choose one of {sorted(FAMILIES)}")
+    return FAMILIES[name](in_features, latent_dim, **kwargs)

@@ -1,0 +1,24 @@
+"""Generative models p(x, z) in Pyro syntax: priors, likelihoods, decoders, the VAE."""
+
+from .likelihoods import (
+    LIKELIHOODS,
+    BernoulliLikelihood,
+    ContinuousBernoulliLikelihood,
+    GaussianLikelihood,
+    make_likelihood,
+)
+from .priors import PRIORS, StandardNormalPrior, make_prior
+from .vae import VAE, build_vae
+
+__all__ = [
+    "LIKELIHOODS",
+    "PRIORS",
+    "VAE",
+    "BernoulliLikelihood",
+    "ContinuousBernoulliLikelihood",
+    "GaussianLikelihood",
+    "StandardNormalPrior",
+    "build_vae",
+    "make_likelihood",
+    "make_prior",
+]

@@ -1,0 +1,81 @@
+"""Likelihoods p(x | z): modules that turn decoder outputs into a distribution over x.
+
+Each takes the decoder's output of shape ``(..., D)`` (one number per feature) and returns
+a distribution with event shape ``(D,)``, so ``log_prob`` is nats per data point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyro.distributions as dist
+import torch
+from torch import nn
+from torch.nn.functional import softplus
+
+
+class BernoulliLikelihood(nn.Module):
+    """x_i | z ~ Bernoulli(logits = f(z)_i), x_i in {0, 1}: binarized images."""
+
+    support_hint = "binary values {0, 1}: use binarize='dynamic' or 'static'"
+
+    def __init__(self, data_dim: int):
+        super().__init__()
+        self.data_dim = data_dim
+
+    def forward(self, logits: torch.Tensor) -> dist.Distribution:
+        return dist.Bernoulli(logits=logits).to_event(1)
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits)
+
+
+class ContinuousBernoulliLikelihood(nn.Module):
+    """x_i | z ~ ContinuousBernoulli(logits = f(z)_i), x_i in [0, 1] (Loaiza-Ganem &
+    Cunningham 2019): gray levels with a properly normalised density."""
+
+    support_hint = "values in [0, 1]"
+
+    def __init__(self, data_dim: int):
+        super().__init__()
+        self.data_dim = data_dim
+
+    def forward(self, logits: torch.Tensor) -> dist.Distribution:
+        return dist.ContinuousBernoulli(logits=logits).to_event(1)
+
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        return dist.ContinuousBernoulli(logits=logits).mean
+
+
+class GaussianLikelihood(nn.Module):
+    """x_i | z ~ N(f(z)_i, sigma_i^2) with a learned per-feature sigma_i >= ``min_scale``."""
+
+    support_hint = "real values"
+
+    def __init__(self, data_dim: int, init_scale: float = 0.1, min_scale: float = 1e-3):
+        super().__init__()
+        self.data_dim = data_dim
+        self.min_scale = min_scale
+        raw = torch.log(torch.expm1(torch.tensor(init_scale - min_scale)))
+        self.raw_scale = nn.Parameter(raw.expand(data_dim).clone())
+
+    def forward(self, loc: torch.Tensor) -> dist.Distribution:
+        scale = softplus(self.raw_scale) + self.min_scale
+        return dist.Normal(loc, scale).to_event(1)
+
+    def mean(self, loc: torch.Tensor) -> torch.Tensor:
+        return loc
+
+
+LIKELIHOODS: dict[str, Callable[..., nn.Module]] = {
+    "bernoulli": BernoulliLikelihood,
+    "continuous-bernoulli": ContinuousBernoulliLikelihood,
+    "gaussian": GaussianLikelihood,
+}
+
+
+def make_likelihood(name: str, data_dim: int, **kwargs) -> nn.Module:
+    """Build a registered likelihood by name."""
+    if name not in LIKELIHOODS:
+        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+    return LIKELIHOODS[name](data_dim, **kwargs)

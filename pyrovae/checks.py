@@ -1,0 +1,108 @@
+"""Checks a model/guide pair and its data before training, with errors that say the fix.
+
+Pyro only warns when guide and model latent sites differ, and fails deep inside a trace on
+a shape mismatch or a value outside a likelihood's support; these checks name the problem.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+from pyrovae.data import DataSplits, check_data
+
+PROBE_ROWS = 8
+
+
+def trace_pair(model: Callable, guide: Callable, x: torch.Tensor):
+    """(guide trace, model trace replayed against it) on one batch ``x``."""
+    guide_trace = poutine.trace(guide).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    return guide_trace, model_trace
+
+
+def latent_sites(trace) -> list[str]:
+    """Names of the non-observed sample sites (subsample sites of plates excluded)."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample"
+        and not site["is_observed"]
+        and type(site["fn"]).__name__ != "_Subsample"
+    ]
+
+
+def observed_sites(trace) -> list[str]:
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and site["is_observed"]
+    ]
+
+
+def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
+    """Raise ``ValueError`` naming the problem and the fix if ``model``/``guide`` cannot
+    train on ``data``: NaN/Inf/empty data, a feature count the model does not take, latent
+    site names that differ between guide and model, data outside the likelihood's support.
+    """
+    for split in ("train", "validation", "test"):
+        tensor = getattr(data, split)
+        if tensor is not None:
+            check_data(tensor, f"{data.name} {split} split")
+    num_features = data.num_features
+    expected = getattr(model, "data_dim", None)
+    if expected is not None and expected != num_features:
+        raise ValueError(
+            f"the model expects {expected} features per data point but {data.name} has "
+            f"{num_features}; build the model with data_dim={num_features}"
+        )
+    probe = data.presented("train")[:PROBE_ROWS]
+    try:
+        with pyro.validation_enabled(False):
+            guide_trace, model_trace = trace_pair(model, guide, probe)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(
+            f"running the guide and model on a batch of shape {tuple(probe.shape)} failed: "
+            f"{error}. Check that the networks take {num_features} input features and that "
+            "model and guide are on the data's device."
+        ) from error
+
+    guide_latents = set(latent_sites(guide_trace))
+    model_latents = set(latent_sites(model_trace))
+    if guide_latents != model_latents:
+        raise ValueError(
+            "guide and model latent sites differ: "
+            f"model has {sorted(model_latents)}, guide has {sorted(guide_latents)}"
+            f" (missing from guide: {sorted(model_latents - guide_latents)}, "
+            f"only in guide: {sorted(guide_latents - model_latents)}). "
+            "Give every latent pyro.sample in the model a site of the same name in the guide."
+        )
+    if not observed_sites(model_trace):
+        raise ValueError(
+            "the model has no observed site: pass the data with pyro.sample(..., obs=x)"
+        )
+
+    for name in observed_sites(model_trace):
+        support = model_trace.nodes[name]["fn"].support
+        for split in ("train", "validation", "test"):
+            if getattr(data, split) is None:
+                continue
+            values = data.presented(split)
+            inside = support.check(values)
+            if not bool(inside.all()):
+                bad = (~inside).nonzero().flatten()
+                hint = _support_hint(model)
+                raise ValueError(
+                    f"{data.name} {split} split has {len(bad)} rows outside the support of the "
+                    f"likelihood at site {name!r} ({support}; first rows {bad[:5].tolist()})."
+                    f"{hint} Or change the likelihood (e.g. 'gaussian' or 'continuous-bernoulli')."
+                )
+
+
+def _support_hint(model) -> str:
+    likelihood = getattr(model, "likelihood", None)
+    hint = getattr(likelihood, "support_hint", None)
+    return f" It needs {hint}." if hint else ""

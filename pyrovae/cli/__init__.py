@@ -1,0 +1,109 @@
+"""``pyrovae``: train and compare VAEs from the command line.
+
+Every subcommand builds its pair from a :class:`~pyrovae.cli.spec.RunSpec`; library
+errors (``ValueError``, ``FileNotFoundError``) end the run with a one-line message and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from guides import FAMILIES
+from models import LIKELIHOODS, PRIORS
+from pyrovae.data import BINARIZE_MODES, DATASETS
+from pyrovae.nn import HIDDEN_LAYERS
+from pyrovae.train import OBJECTIVES
+
+from . import train as train_command
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v)
+    except ValueError:
+        message = f"expected comma-separated integers, got {text!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def add_spec_arguments(parser: argparse.ArgumentParser, guide_flag: bool = True) -> None:
+    """Flags that fill a RunSpec (data, model, guide) and a FitConfig (training)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset", default="digits", choices=DATASETS)
+    data.add_argument("--data-dir", default=None, help="folder with IDX files")
+    data.add_argument("--binarize", default="dynamic", choices=BINARIZE_MODES)
+    pair = parser.add_argument_group("model and guide")
+    if guide_flag:
+        pair.add_argument("--guide", default="diagonal", choices=sorted(FAMILIES))
+    pair.add_argument("--prior", default="standard", choices=sorted(PRIORS))
+    pair.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
+    pair.add_argument("--latent-dim", type=int, default=10)
+    pair.add_argument("--hidden", type=_int_tuple, default=(256,), help="e.g. 300,300")
+    pair.add_argument("--activation", default="relu", choices=HIDDEN_LAYERS)
+    pair.add_argument("--rank", type=int, default=2, help="lowrank guide: rank of W")
+    pair.add_argument("--components", type=int, default=3, help="mixture guide: K")
+    pair.add_argument("--flows", type=int, default=2, help="flow guide: number of IAF layers")
+    fit = parser.add_argument_group("training")
+    fit.add_argument("--objective", default="Trace_ELBO", choices=sorted(OBJECTIVES))
+    fit.add_argument("--epochs", type=int, default=50)
+    fit.add_argument("--batch-size", type=int, default=100)
+    fit.add_argument("--lr", type=float, default=1e-3)
+    fit.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up length")
+    fit.add_argument("--patience", type=int, default=None, help="early stopping")
+    fit.add_argument("--num-particles", type=int, default=1)
+    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    fit.add_argument("--no-progress", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    epilog = "\n".join(
+        [
+            "registered:",
+            f"  datasets:    {', '.join(DATASETS)}",
+            f"  guides:      {', '.join(sorted(FAMILIES))}",
+            f"  priors:      {', '.join(sorted(PRIORS))}",
+            f"  likelihoods: {', '.join(sorted(LIKELIHOODS))}",
+            f"  objectives:  {', '.join(sorted(OBJECTIVES))}",
+        ]
+    )
+    parser = argparse.ArgumentParser(
+        prog="pyrovae",
+        description=__doc__.splitlines()[0],
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train_parser = sub.add_parser(
+        "train", help="train one model/guide pair", description=train_command.__doc__
+    )
+    add_spec_arguments(train_parser)
+    train_parser.add_argument("--out", default="runs/train", help="output folder")
+    train_parser.add_argument("--resume", default=None, help="checkpoint to continue from")
+    train_parser.set_defaults(run=train_command.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        args.run(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"pyrovae {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Closed-form KL divergences that torch and Pyro lack.
+
+Registered with ``torch.distributions.kl.register_kl`` so ``kl_divergence`` (and hence
+``TraceMeanField_ELBO``) uses them:
+
+- KL(MultivariateNormal(mu, L L^T) || Normal(m, s).to_event(1))
+- KL(LowRankMultivariateNormal(mu, W W^T + diag(D)) || Normal(m, s).to_event(1))
+
+Both use, for q = N(mu, Sigma) and p = N(m, S) with S = diag(s^2)::
+
+    KL(q || p) = 1/2 [ tr(S^-1 Sigma) + (m - mu)^T S^-1 (m - mu) - d + log|S| - log|Sigma| ]
+
+in nats, shape = the broadcast batch shape.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.distributions import (
+    Independent,
+    LowRankMultivariateNormal,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+    register_kl,
+)
+
+
+def _diag_normal_parts(p: Independent) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loc, scale) of ``Normal(loc, scale).to_event(1)``, else NotImplementedError so that
+    callers such as TraceMeanField_ELBO fall back to Monte Carlo."""
+    if not (isinstance(p.base_dist, Normal) and p.reinterpreted_batch_ndims == 1):
+        raise NotImplementedError
+    return p.base_dist.loc, p.base_dist.scale
+
+
+def _kl_gaussian_diag(
+    loc_q: torch.Tensor,
+    trace_term: torch.Tensor,
+    logdet_q: torch.Tensor,
+    loc_p: torch.Tensor,
+    scale_p: torch.Tensor,
+) -> torch.Tensor:
+    """KL from its pieces: ``trace_term = tr(S^-1 Sigma)``, ``logdet_q = log|Sigma|``."""
+    var_p = scale_p.pow(2)
+    mahalanobis = ((loc_p - loc_q).pow(2) / var_p).sum(-1)
+    d = loc_q.shape[-1]
+    logdet_p = 2 * scale_p.log().sum(-1)
+    return 0.5 * (trace_term + mahalanobis - d + logdet_p - logdet_q)
+
+
+@register_kl(MultivariateNormal, Independent)
+def kl_mvn_diag_normal(q: MultivariateNormal, p: Independent) -> torch.Tensor:
+    loc_p, scale_p = _diag_normal_parts(p)
+    scale_p = scale_p.expand_as(q.loc)
+    L = q.scale_tril
+    trace_term = (L.pow(2) / scale_p.pow(2).unsqueeze(-1)).sum((-2, -1))
+    logdet_q = 2 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return _kl_gaussian_diag(q.loc, trace_term, logdet_q, loc_p, scale_p)
+
+
+@register_kl(LowRankMultivariateNormal, Independent)
+def kl_lowrank_diag_normal(q: LowRankMultivariateNormal, p: Independent) -> torch.Tensor:
+    loc_p, scale_p = _diag_normal_parts(p)
+    scale_p = scale_p.expand_as(q.loc)
+    W, D = q.cov_factor, q.cov_diag
+    var_p = scale_p.pow(2)
+    trace_term = ((W.pow(2).sum(-1) + D) / var_p).sum(-1)
+    # Matrix determinant lemma: |W W^T + D| = |I_r + W^T D^-1 W| |D|.
+    capacitance = W.mT @ (W / D.unsqueeze(-1))
+    capacitance = capacitance + torch.eye(W.shape[-1], dtype=W.dtype, device=W.device)
+    logdet_q = torch.linalg.slogdet(capacitance).logabsdet + D.log().sum(-1)
+    return _kl_gaussian_diag(q.loc, trace_term, logdet_q, loc_p, scale_p)
+
+
+def kl_path(q, p) -> str:
+    """``"analytic"`` if ``kl_divergence(q, p)`` has a closed form registered, else
+    ``"monte-carlo"`` (what TraceMeanField_ELBO falls back to)."""
+    try:
+        kl_divergence(q, p)
+    except NotImplementedError:
+        return "monte-carlo"
+    return "analytic"

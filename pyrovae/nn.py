@@ -1,0 +1,57 @@
+"""Small networks shared by encoders and decoders."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class GatedDense(nn.Module):
+    """``h = (W1 x + b1) * sigmoid(W2 x + b2)``: the gated dense layer of the VampPrior paper."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_features, out_features)
+        self.gate = nn.Linear(in_features, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * torch.sigmoid(self.gate(x))
+
+
+_ACTIVATIONS = {"relu": nn.ReLU, "softplus": nn.Softplus, "tanh": nn.Tanh, "gelu": nn.GELU}
+HIDDEN_LAYERS = (*_ACTIVATIONS, "gated")
+
+
+def mlp(
+    in_features: int, hidden: Sequence[int], out_features: int | None, activation: str = "relu"
+) -> nn.Sequential:
+    """A multilayer perceptron ``in -> hidden... -> out`` (no output nonlinearity).
+
+    With ``out_features=None`` the network ends at the last hidden layer (a feature
+    extractor). ``activation="gated"`` uses :class:`GatedDense` hidden layers.
+    """
+    if activation not in HIDDEN_LAYERS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {HIDDEN_LAYERS}")
+    layers: list[nn.Module] = []
+    width = in_features
+    for h in hidden:
+        if activation == "gated":
+            layers.append(GatedDense(width, h))
+        else:
+            layers += [nn.Linear(width, h), _ACTIVATIONS[activation]()]
+        width = h
+    if out_features is not None:
+        layers.append(nn.Linear(width, out_features))
+    return nn.Sequential(*layers)
+
+
+def output_width(network: nn.Sequential, in_features: int) -> int:
+    """The feature width a network returns for inputs of width ``in_features``."""
+    for layer in reversed(network):
+        if isinstance(layer, nn.Linear):
+            return layer.out_features
+        if isinstance(layer, GatedDense):
+            return layer.linear.out_features
+    return in_features

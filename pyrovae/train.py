@@ -1,0 +1,446 @@
+"""``fit``: stochastic variational inference for any Pyro model/guide pair.
+
+Each step minimises a Pyro ELBO loss on a minibatch of B of the N training points. Two
+scalings are applied by a handler around BOTH model and guide:
+
+- every sample site inside the ``"data"`` plate is scaled by N/B, so the minibatch loss is
+  an unbiased estimate of the full-data negative ELBO;
+- every latent (non-observed) site is scaled by the KL warm-up weight beta in [0, 1], so
+  the objective is ``E_q[log p(x|z)] - beta KL(q(z|x) || p(z))``. ``TraceMeanField_ELBO``
+  scales its analytic KL by the GUIDE site's scale, which is why the guide is wrapped too.
+
+ELBOs are reported in nats per data point (the summed ELBO divided by the number of points).
+Optimisation uses a native ``torch.optim.Adam`` over the parameters the pair registers
+with ``pyro.module``/``pyro.param`` (cheaper than ``pyro.optim`` and checkpointable as one
+``state_dict``).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.messenger import Messenger
+from tqdm.auto import tqdm
+
+import pyrovae.distributions  # noqa: F401  (registers the KLs TraceMeanField_ELBO needs)
+from pyrovae.checks import check_pair, latent_sites, trace_pair
+from pyrovae.data import DataSplits, make_splits
+from pyrovae.distributions import kl_path
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES: dict[str, type] = {
+    "Trace_ELBO": Trace_ELBO,
+    "TraceMeanField_ELBO": TraceMeanField_ELBO,
+}
+CHECKPOINT_FORMAT = "pyrovae-checkpoint-v1"
+
+
+def make_objective(name: str, num_particles: int = 1):
+    """A Pyro ELBO by name, vectorized over ``num_particles`` particles."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+    if num_particles < 1:
+        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+    return OBJECTIVES[name](
+        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
+    )
+
+
+class SiteScale(Messenger):
+    """Scale sites in the ``"data"`` plate by ``data_scale`` and latent sites by ``beta``."""
+
+    def __init__(self, data_scale: float = 1.0, beta: float = 1.0):
+        super().__init__()
+        self.data_scale = data_scale
+        self.beta = beta
+
+    def _process_message(self, msg):
+        if msg["type"] != "sample":
+            return
+        scale = 1.0
+        if any(frame.name == "data" for frame in msg["cond_indep_stack"]):
+            scale *= self.data_scale
+        if not msg["is_observed"]:
+            scale *= self.beta
+        if scale != 1.0:
+            msg["scale"] = scale * msg["scale"]
+
+
+class SVIStep:
+    """One gradient step of ``objective`` on a minibatch, with native ``torch.optim.Adam``.
+
+    Parameters are collected on the first call by tracing the loss (as ``pyro.infer.SVI``
+    does); parameters a pair creates later are not optimised.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        objective: str = "Trace_ELBO",
+        learning_rate: float = 1e-3,
+        num_particles: int = 1,
+    ):
+        self.elbo = make_objective(objective, num_particles)
+        self.scaler = SiteScale()
+        self.model = self.scaler(model)
+        self.guide = self.scaler(guide)
+        self.learning_rate = learning_rate
+        self.params: list[torch.Tensor] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def _setup(self, x: torch.Tensor) -> None:
+        with poutine.trace(param_only=True) as param_capture:
+            self.elbo.differentiable_loss(self.model, self.guide, x)
+        seen: dict[int, torch.Tensor] = {}
+        for site in param_capture.trace.nodes.values():
+            p = site["value"].unconstrained()
+            seen.setdefault(id(p), p)
+        self.params = list(seen.values())
+        if not self.params:
+            raise ValueError(
+                "the model and guide register no parameters; call pyro.module(name, net) "
+                "inside them so their networks are trained"
+            )
+        self.optimizer = torch.optim.Adam(self.params, lr=self.learning_rate)
+
+    def __call__(self, x: torch.Tensor, data_scale: float = 1.0, beta: float = 1.0) -> float:
+        """Take one step; return the scaled loss (a negative ELBO estimate, nats)."""
+        if self.optimizer is None:
+            self._setup(x)
+        self.scaler.data_scale, self.scaler.beta = data_scale, beta
+        loss = self.elbo.differentiable_loss(self.model, self.guide, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()
+
+
+@torch.no_grad()
+def estimate_elbo(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    objective: str = "Trace_ELBO",
+    batch_size: int = 1000,
+    num_particles: int = 1,
+) -> float:
+    """Average ELBO over the rows of ``x`` in nats per data point (beta = 1, no scaling),
+    a Monte Carlo estimate with ``num_particles`` draws of z per point."""
+    elbo = make_objective(objective, num_particles)
+    total = 0.0
+    for start in range(0, x.shape[0], batch_size):
+        total -= elbo.loss(model, guide, x[start : start + batch_size])
+    return total / x.shape[0]
+
+
+def kl_paths(model: Callable, guide: Callable, x: torch.Tensor) -> str:
+    """How ``TraceMeanField_ELBO`` gets each latent site's KL on this pair:
+    ``"z=analytic"`` (closed form registered) or ``"z=monte-carlo"``, comma-separated."""
+    with pyro.validation_enabled(False):
+        guide_trace, model_trace = trace_pair(model, guide, x)
+    return ",".join(
+        f"{name}={kl_path(guide_trace.nodes[name]['fn'], model_trace.nodes[name]['fn'])}"
+        for name in latent_sites(guide_trace)
+        if name in model_trace.nodes
+    )
+
+
+@dataclass
+class FitConfig:
+    """Everything ``fit`` needs besides the pair and the data; serialisable."""
+
+    objective: str = "Trace_ELBO"
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    num_particles: int = 1
+    warmup_epochs: int = 0
+    patience: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    progress: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown FitConfig fields {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        make_objective(self.objective, self.num_particles)
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device!r} but CUDA is not available; use device='cpu'")
+
+    def beta(self, epoch: int) -> float:
+        """KL weight in epoch ``epoch`` (1-based): ``min(1, epoch / warmup_epochs)``."""
+        return 1.0 if self.warmup_epochs == 0 else min(1.0, epoch / self.warmup_epochs)
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch record of a run. ELBOs in nats per data point (higher is better)."""
+
+    epoch: list[int] = field(default_factory=list)
+    beta: list[float] = field(default_factory=list)
+    train_objective: list[float] = field(default_factory=list)  # beta-weighted, minibatch mean
+    validation_elbo: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    kl_path: str = ""
+    config: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitHistory:
+        return cls(**d)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean(self.seconds)) if self.seconds else float("nan")
+
+
+def as_splits(data: DataSplits | torch.Tensor | tuple) -> DataSplits:
+    """Accept a :class:`DataSplits`, a training tensor, or (train, validation[, test])."""
+    if isinstance(data, DataSplits):
+        return data
+    if isinstance(data, torch.Tensor):
+        return make_splits("data", data, None, None, binarize="none")
+    if isinstance(data, tuple | list) and 1 <= len(data) <= 3:
+        parts = list(data) + [None] * (3 - len(data))
+        return make_splits("data", *parts, binarize="none")
+    raise ValueError(
+        "data must be DataSplits (load_dataset), a tensor (N, D), or a tuple "
+        f"(train, validation[, test]); got {type(data).__name__}"
+    )
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def _state(obj) -> dict:
+    """Trainable state of a model or guide: its state_dict if it is an nn.Module."""
+    return copy.deepcopy(obj.state_dict()) if isinstance(obj, torch.nn.Module) else {}
+
+
+def _load_state(obj, state: dict) -> None:
+    if isinstance(obj, torch.nn.Module):
+        obj.load_state_dict(state)
+
+
+def _param_store_state(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def _rng_state() -> dict:
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)  # a crash mid-write never leaves a half-written checkpoint
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by ``fit``; ``ValueError`` if it is missing or corrupt."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise ValueError(
+            f"checkpoint {path} is corrupt or not a torch file ({type(error).__name__}: "
+            f"{error}); delete it and train again, or pass another file"
+        ) from error
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a pyrovae checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
+    return ckpt
+
+
+def _move(obj, device: str) -> None:
+    if isinstance(obj, torch.nn.Module):
+        obj.to(device)
+
+
+# ------------------------------------------------------------------------------- fit
+
+
+def fit(
+    model: Callable,
+    guide: Callable,
+    data: DataSplits | torch.Tensor | tuple,
+    config: FitConfig | None = None,
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    resume: str | os.PathLike | None = None,
+    **overrides,
+) -> FitHistory:
+    """Train ``guide`` and ``model`` by SVI on ``data``'s training split.
+
+    Args:
+        model, guide: Pyro callables taking a batch ``x`` of shape ``(B, D)`` whose local
+            sites live in a plate named ``"data"``. If they are ``nn.Module`` s they are
+            moved to ``config.device`` and checkpointed through their ``state_dict``.
+        data: :class:`~pyrovae.data.DataSplits`, a tensor, or (train, validation[, test]).
+        config: a :class:`FitConfig`; keyword ``overrides`` replace its fields.
+        checkpoint: file written (atomically) after every epoch: model, guide, optimizer,
+            epoch, RNG state, history.
+        resume: a checkpoint to continue from; the run then ends where an uninterrupted
+            run with the same config and seed would.
+
+    Returns:
+        a :class:`FitHistory`; with ``patience`` set, the best-validation parameters are
+        restored at the end.
+    """
+    config = FitConfig.from_dict({**(config or FitConfig()).to_dict(), **overrides})
+    config.validate()
+    splits = as_splits(data).to(config.device)
+    _move(model, config.device)
+    _move(guide, config.device)
+    check_pair(model, guide, splits)
+
+    history = FitHistory(config=config.to_dict())
+    start_epoch = 1
+    best_value, best_state, bad_epochs = -math.inf, None, 0
+    pyro.set_rng_seed(config.seed)
+    step = SVIStep(model, guide, config.objective, config.learning_rate, config.num_particles)
+    probe = next(splits.batches("train", config.batch_size))
+    step._setup(probe)
+    history.kl_path = kl_paths(model, guide, probe)
+
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        _load_state(model, ckpt["model"])
+        _load_state(guide, ckpt["guide"])
+        with torch.no_grad():
+            for p, saved in zip(step.params, ckpt["params"], strict=True):
+                p.copy_(saved)
+        step.optimizer.load_state_dict(ckpt["optimizer"])
+        history = FitHistory.from_dict(ckpt["history"])
+        history.config = config.to_dict()
+        start_epoch = ckpt["epoch"] + 1
+        best_value, bad_epochs = ckpt["best_value"], ckpt["bad_epochs"]
+        best_state = ckpt["best_state"]
+        _set_rng_state(ckpt["rng"])
+        logger.info("resumed from %s at epoch %d", resume, ckpt["epoch"])
+
+    n_train = splits.train.shape[0]
+    has_validation = splits.validation is not None
+    bar = tqdm(
+        range(start_epoch, config.epochs + 1), disable=not config.progress, desc="fit", unit="epoch"
+    )
+    with pyro.validation_enabled(False):  # check_pair validated the inputs already
+        for epoch in bar:
+            beta = config.beta(epoch)
+            started = time.perf_counter()
+            total, count = 0.0, 0
+            for x in splits.batches("train", config.batch_size, shuffle=True):
+                loss = step(x, data_scale=n_train / x.shape[0], beta=beta)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"the loss became {loss} in epoch {epoch}; lower learning_rate "
+                        f"(now {config.learning_rate}) or use KL warm-up"
+                    )
+                total += loss * x.shape[0] / n_train
+                count += x.shape[0]
+            seconds = time.perf_counter() - started
+            val = (
+                estimate_elbo(model, guide, splits.validation, config.objective)
+                if has_validation
+                else float("nan")
+            )
+            history.epoch.append(epoch)
+            history.beta.append(beta)
+            history.train_objective.append(-total / count)
+            history.validation_elbo.append(val)
+            history.seconds.append(seconds)
+            bar.set_postfix(val_elbo=f"{val:.2f}", beta=f"{beta:.2f}")
+
+            if config.patience is not None and has_validation and beta >= 1.0:
+                if val > best_value:
+                    best_value, bad_epochs = val, 0
+                    history.best_epoch = epoch
+                    best_state = {
+                        "model": _state(model),
+                        "guide": _state(guide),
+                        "params": _param_store_state(step.params),
+                    }
+                else:
+                    bad_epochs += 1
+            if checkpoint is not None:
+                _save_atomic(
+                    {
+                        "format": CHECKPOINT_FORMAT,
+                        "epoch": epoch,
+                        "model": _state(model),
+                        "guide": _state(guide),
+                        "params": _param_store_state(step.params),
+                        "optimizer": step.optimizer.state_dict(),
+                        "rng": _rng_state(),
+                        "history": history.to_dict(),
+                        "best_value": best_value,
+                        "bad_epochs": bad_epochs,
+                        "best_state": best_state,
+                    },
+                    Path(checkpoint),
+                )
+            if config.patience is not None and bad_epochs >= config.patience:
+                history.stopped_early = True
+                logger.info("early stop at epoch %d (best %s)", epoch, history.best_epoch)
+                break
+    if best_state is not None:
+        _load_state(model, best_state["model"])
+        _load_state(guide, best_state["guide"])
+        with torch.no_grad():
+            for p, saved in zip(step.params, best_state["params"], strict=True):
+                p.copy_(saved)
+    return history

@@ -1,0 +1,239 @@
+import math
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+
+from guides import build_guide
+from models import build_vae
+from pyrovae.data import make_splits
+from pyrovae.train import FitConfig, SiteScale, estimate_elbo, fit, load_checkpoint
+from tests.conftest import requires_cuda
+
+FAST = dict(epochs=6, batch_size=100, learning_rate=3e-3, progress=False)
+
+
+def small_pair(data_dim=64, latent_dim=4, family="diagonal", likelihood="bernoulli"):
+    model = build_vae(data_dim, latent_dim, (64,), likelihood=likelihood)
+    guide = build_guide(data_dim, latent_dim, family, (64,))
+    return model, guide
+
+
+@pytest.mark.parametrize("objective", ["Trace_ELBO", "TraceMeanField_ELBO"])
+def test_training_improves_validation_elbo(digits, objective):
+    model, guide = small_pair()
+    before = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
+    history = fit(model, guide, digits, objective=objective, **FAST)
+    after = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
+    assert after > before + 10, (before, after)  # about -45 -> -28 nats per image
+    assert history.validation_elbo[-1] > history.validation_elbo[0]
+    assert len(history.epoch) == FAST["epochs"] and all(s > 0 for s in history.seconds)
+
+
+def test_trace_and_meanfield_elbo_estimate_the_same_quantity(digits):
+    model, guide = small_pair()
+    fit(model, guide, digits, epochs=3, progress=False)
+    x = digits.test[:50]
+    draws = {
+        name: torch.tensor([estimate_elbo(model, guide, x, name) for _ in range(300)])
+        for name in ("Trace_ELBO", "TraceMeanField_ELBO")
+    }
+    a, b = draws["Trace_ELBO"], draws["TraceMeanField_ELBO"]
+    stderr = math.sqrt(a.var() / len(a) + b.var() / len(b))
+    assert abs(a.mean() - b.mean()) < 4 * stderr, (a.mean(), b.mean(), stderr)
+
+
+def test_resume_continues_to_the_same_parameters(digits, tmp_path):
+    config = FitConfig(
+        epochs=4, batch_size=200, learning_rate=3e-3, progress=False, seed=3, warmup_epochs=2
+    )
+    pyro.set_rng_seed(1)  # same initial weights for all three runs
+    model_a, guide_a = small_pair()
+    history_a = fit(model_a, guide_a, digits, config)
+
+    ckpt = tmp_path / "run.pt"
+    pyro.set_rng_seed(1)
+    model_b, guide_b = small_pair()
+    fit(model_b, guide_b, digits, config, epochs=2, checkpoint=ckpt)
+    assert load_checkpoint(ckpt)["epoch"] == 2
+    pyro.set_rng_seed(2)  # resuming must not depend on the fresh instance's init
+    model_c, guide_c = small_pair()  # a fresh process would build new instances
+    history_c = fit(model_c, guide_c, digits, config, checkpoint=ckpt, resume=ckpt)
+
+    assert history_c.epoch == [1, 2, 3, 4]
+    assert history_c.validation_elbo == pytest.approx(history_a.validation_elbo, abs=1e-5)
+    for a, c in zip(
+        [*model_a.parameters(), *guide_a.parameters()],
+        [*model_c.parameters(), *guide_c.parameters()],
+        strict=True,
+    ):
+        assert torch.allclose(a, c, atol=1e-6)
+
+
+def test_site_scale_applies_minibatch_and_warmup_scaling_to_model_and_guide(digits):
+    model, guide = small_pair()
+    x = digits.test[:10]
+    scaler = SiteScale(data_scale=7.0, beta=0.25)
+    guide_trace = poutine.trace(scaler(guide)).get_trace(x)
+    model_trace = poutine.trace(poutine.replay(scaler(model), trace=guide_trace)).get_trace(x)
+    assert guide_trace.nodes["z"]["scale"] == pytest.approx(7.0 * 0.25)
+    assert model_trace.nodes["z"]["scale"] == pytest.approx(7.0 * 0.25)
+    assert model_trace.nodes["x"]["scale"] == pytest.approx(7.0)
+
+
+def test_minibatch_loss_estimates_the_full_data_elbo(digits):
+    """With scale N/B, the mean minibatch loss equals the full-data loss (TraceMeanField
+    makes the KL exact, so only reconstruction noise remains)."""
+    model, guide = small_pair()
+    x = digits.test
+    elbo = pyro.infer.TraceMeanField_ELBO()
+    full = torch.tensor([elbo.loss(model, guide, x) for _ in range(100)]).mean()
+    scaler = SiteScale(data_scale=x.shape[0] / 25)
+    batches = torch.tensor(
+        [
+            elbo.loss(scaler(model), scaler(guide), x[i : i + 25])
+            for _ in range(10)
+            for i in range(0, x.shape[0], 25)
+        ]
+    )
+    assert abs(batches.mean() - full) < 0.01 * abs(full)
+
+
+def test_warmup_schedule():
+    config = FitConfig(warmup_epochs=4)
+    assert [config.beta(e) for e in range(1, 7)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert FitConfig().beta(1) == 1.0
+
+
+def test_early_stopping_restores_the_best_epoch(digits):
+    model, guide = small_pair()
+    history = fit(model, guide, digits, epochs=40, patience=2, learning_rate=5e-2, progress=False)
+    assert history.best_epoch is not None
+    best = history.validation_elbo[history.best_epoch - 1]
+    assert best == max(history.validation_elbo)
+    if history.stopped_early:
+        assert len(history.epoch) < 40
+    restored = estimate_elbo(
+        model, guide, digits.validation, "TraceMeanField_ELBO", num_particles=20
+    )
+    assert abs(restored - best) < 1.0
+
+
+def test_two_models_never_share_parameters(digits):
+    model_a, guide_a = small_pair()
+    model_b, guide_b = small_pair()
+    assert model_a.name != model_b.name and guide_a.name != guide_b.name
+    before = [p.detach().clone() for p in model_b.parameters()]
+    fit(model_a, guide_a, digits, epochs=1, progress=False)
+    assert all(torch.equal(p, q) for p, q in zip(before, model_b.parameters(), strict=True))
+
+
+def test_a_hand_written_function_pair_trains(digits):
+    decoder = torch.nn.Sequential(torch.nn.Linear(3, 32), torch.nn.ReLU(), torch.nn.Linear(32, 64))
+    encoder = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 6))
+
+    def model(x):
+        pyro.module("hand_decoder", decoder)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(3), 1.0).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=decoder(z)).to_event(1), obs=x)
+
+    def guide(x):
+        pyro.module("hand_encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = encoder(x).split(3, -1)
+            pyro.sample("z", dist.Normal(loc, torch.nn.functional.softplus(raw)).to_event(1))
+
+    before = estimate_elbo(model, guide, digits.validation)
+    history = fit(model, guide, digits, **FAST)
+    assert history.validation_elbo[-1] > before + 10
+
+
+# ----------------------------------------------------------------------- bad input
+
+
+def test_nan_and_empty_data_are_rejected(digits):
+    model, guide = small_pair()
+    bad = digits.train.clone()
+    bad[3, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        fit(model, guide, bad, progress=False)
+    with pytest.raises(ValueError, match="empty"):
+        fit(model, guide, torch.zeros(0, 64), progress=False)
+
+
+def test_feature_count_mismatch_is_rejected(digits):
+    model, guide = small_pair(data_dim=784)
+    with pytest.raises(ValueError, match="expects 784 features .* has 64"):
+        fit(model, guide, digits, progress=False)
+
+
+def test_latent_site_name_mismatch_is_rejected(digits):
+    model, _ = small_pair()
+    encoder = torch.nn.Linear(64, 8)
+
+    def guide(x):
+        pyro.module("mismatch_encoder", encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = encoder(x).split(4, -1)
+            pyro.sample("w", dist.Normal(loc, raw.exp()).to_event(1))
+
+    with pytest.raises(ValueError, match=r"missing from guide: \['z'\].*only in guide: \['w'\]"):
+        fit(model, guide, digits, progress=False)
+
+
+def test_values_outside_the_likelihood_support_are_rejected(digits_gray):
+    model, guide = small_pair(likelihood="bernoulli")
+    with pytest.raises(ValueError, match="outside the support.*binarize='dynamic'"):
+        fit(model, guide, digits_gray, progress=False)
+    model, guide = small_pair(likelihood="continuous-bernoulli")
+    negative = make_splits("neg", digits_gray.train - 0.5, None, None, binarize="none")
+    with pytest.raises(ValueError, match="outside the support"):
+        fit(model, guide, negative, progress=False)
+
+
+def test_corrupt_or_foreign_checkpoints_are_rejected(digits, tmp_path):
+    model, guide = small_pair()
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="corrupt"):
+        fit(model, guide, digits, progress=False, resume=corrupt)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": 1}, foreign)
+    with pytest.raises(ValueError, match="not a pyrovae checkpoint"):
+        fit(model, guide, digits, progress=False, resume=foreign)
+    with pytest.raises(ValueError, match="does not exist"):
+        fit(model, guide, digits, progress=False, resume=tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"objective": "ELBO9000"}, "unknown objective"),
+        ({"epochs": 0}, "epochs must be"),
+        ({"learning_rate": -1.0}, "learning_rate must be"),
+        ({"bogus": 1}, "unknown FitConfig fields"),
+    ],
+)
+def test_bad_config_is_rejected(digits, override, message):
+    model, guide = small_pair()
+    with pytest.raises(ValueError, match=message):
+        fit(model, guide, digits, progress=False, **override)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without CUDA")
+def test_cuda_request_without_a_gpu_says_so(digits):
+    model, guide = small_pair()
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(model, guide, digits, device="cuda", progress=False)
+
+
+@requires_cuda
+@pytest.mark.parametrize("family", ["diagonal", "full", "mixture"])
+def test_trains_on_cuda(digits, family):
+    model, guide = small_pair(family=family)
+    history = fit(model, guide, digits, device="cuda", epochs=1, progress=False)
+    assert next(model.parameters()).is_cuda and next(guide.parameters()).is_cuda
+    assert math.isfinite(history.validation_elbo[-1])
