@@ -43,10 +43,9 @@ def positive(raw: torch.Tensor, min_scale: float) -> torch.Tensor:
 
 
 class GuideHead(nn.Module):
-    """Base class: a linear layer from features to ``outputs_per_datapoint`` numbers, and a
-    :meth:`make_dist` hook that turns them into q(z | x). Subclasses set
-    ``outputs_per_datapoint`` before calling ``super().__init__``-created layers via
-    :meth:`_build`."""
+    """Base class: a linear layer from features to raw outputs (made by :meth:`_build`) and
+    one hook, :meth:`make_dist`, that turns them into q(z | x). ``outputs_per_datapoint``
+    counts the distribution parameters emitted per data point."""
 
     outputs_per_datapoint: int
 
@@ -112,15 +111,20 @@ class FullCovarianceHead(GuideHead):
 
 class LowRankHead(GuideHead):
     """q(z | x) = N(mu, W W^T + diag(D)) as ``LowRankMultivariateNormal`` with W of shape
-    ``(d, rank)``; d(rank+2) outputs per data point."""
+    ``(d, rank)``; d(rank+2) outputs per data point.
+
+    ``sqrt(D) >= min_scale = 0.05`` (the published protocol's log-variance floor of -6) and
+    ``|W_ij| < factor_bound``: torch factorises the capacitance ``I + W^T D^-1 W`` by
+    Cholesky, which fails in float32 once ``|W|^2 / D`` nears 1/eps.
+    """
 
     def __init__(
         self,
         in_features: int,
         latent_dim: int,
         rank: int = 2,
-        min_scale: float = 1e-3,
-        factor_bound: float = 10.0,
+        min_scale: float = 0.05,
+        factor_bound: float = 5.0,
     ):
         super().__init__(in_features, latent_dim, min_scale)
         if rank < 1:
@@ -174,6 +178,8 @@ class FlowHead(GuideHead):
         min_scale: float = 1e-3,
     ):
         super().__init__(in_features, latent_dim, min_scale)
+        if latent_dim < 2:
+            raise ValueError("an autoregressive flow needs latent_dim >= 2; use 'diagonal' for d=1")
         self.num_flows = num_flows
         self.flows = nn.ModuleList(
             conditional_affine_autoregressive(

@@ -81,3 +81,12 @@ def kl_path(q, p) -> str:
     except NotImplementedError:
         return "monte-carlo"
     return "analytic"
+
+
+def draw(q, num_samples: int) -> torch.Tensor:
+    """``num_samples`` reparameterized draws, shape ``(num_samples, *batch, *event)``.
+
+    Goes through ``expand`` rather than ``rsample(sample_shape)``, which Pyro's
+    ``MixtureOfDiagNormals`` (1.9) gets wrong for batched parameters.
+    """
+    return q.expand(torch.Size([num_samples]) + q.batch_shape).rsample()

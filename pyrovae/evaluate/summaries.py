@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from pyrovae.checks import latent_sites
+from pyrovae.distributions import draw
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -28,7 +29,7 @@ def _correlations(q, num_samples: int) -> torch.Tensor:
         d = q.event_shape[-1]
         return torch.eye(d, device=q.mean.device).expand(*q.batch_shape, d, d)
     else:
-        z = q.sample((num_samples,))  # (S, B, d)
+        z = draw(q, num_samples)  # (S, B, d)
         centred = z - z.mean(0)
         cov = torch.einsum("sbi,sbj->bij", centred, centred) / (num_samples - 1)
     std = cov.diagonal(dim1=-2, dim2=-1).sqrt()
