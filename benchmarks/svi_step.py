@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import time
+import sys
+from pathlib import Path
 
 import pyro
 import torch
@@ -23,16 +24,10 @@ from torch.nn.functional import binary_cross_entropy_with_logits
 from guides import build_guide
 from guides.families import positive
 from models import build_vae
-from pyrovae.data import FASHION_MNIST_DIR, load_dataset
 from pyrovae.train import SVIStep
 
-
-def load_batch(batch_size: int, device: str) -> tuple[torch.Tensor, int, str]:
-    if (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
-        data = load_dataset("fashion-mnist")
-        x = torch.bernoulli(data.train[:batch_size])
-        return x.to(device), data.train.shape[0], "Fashion-MNIST"
-    return torch.bernoulli(torch.full((batch_size, 784), 0.3)).to(device), 50_000, "random"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
+from common import load_batch, time_steps  # noqa: E402
 
 
 class ReferenceStep:
@@ -60,17 +55,6 @@ class ReferenceStep:
 
 def loc_dim(head: torch.nn.Linear) -> int:
     return head.out_features // 2
-
-
-def time_steps(step, x, data_scale, n, device) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(n):
-        step(x, data_scale)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / n
 
 
 def main(args: argparse.Namespace) -> float:

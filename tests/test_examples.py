@@ -10,6 +10,7 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 
 CHEAP_RUNS = {
     "vae_digits.py": ["--epochs", "2", "--hidden", "32"],
+    "full_covariance.py": ["--epochs", "2", "--hidden", "32", "--latent-dim", "3"],
 }
 
 

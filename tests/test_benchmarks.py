@@ -1,0 +1,33 @@
+"""Every benchmark script runs (one tiny round) and prints its ratio: they never rot."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+TINY = ["--rounds", "1", "--steps", "1", "--warmup", "1"]
+CHEAP_RUNS = {
+    "svi_step.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
+    "guide_families.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
+}
+
+
+def test_every_benchmark_is_listed():
+    scripts = {p.name for p in BENCH_DIR.glob("*.py")} - {"common.py"}
+    assert scripts == set(CHEAP_RUNS), f"add these to CHEAP_RUNS: {scripts - set(CHEAP_RUNS)}"
+
+
+@pytest.mark.parametrize("script", sorted(CHEAP_RUNS))
+def test_benchmark_runs_and_prints_a_ratio(script, tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCH_DIR / script), *CHEAP_RUNS[script]],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "ratio" in result.stdout
