@@ -1,5 +1,34 @@
 """Estimators and summaries that work from Pyro traces of any model/guide pair."""
 
+from .estimators import (
+    KLDecomposition,
+    Samples,
+    active_units,
+    aggregate_log_density,
+    elbo,
+    guide_posterior,
+    kl_decomposition,
+    log_likelihood,
+    posterior_means,
+    sample,
+)
+from .importance import SiteLogProbs, log_weights, site_log_probs
 from .summaries import count_parameters, posterior_correlation
 
-__all__ = ["count_parameters", "posterior_correlation"]
+__all__ = [
+    "KLDecomposition",
+    "Samples",
+    "SiteLogProbs",
+    "active_units",
+    "aggregate_log_density",
+    "count_parameters",
+    "elbo",
+    "guide_posterior",
+    "kl_decomposition",
+    "log_likelihood",
+    "log_weights",
+    "posterior_correlation",
+    "posterior_means",
+    "sample",
+    "site_log_probs",
+]
