@@ -20,9 +20,10 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 	touch $@
 
 run: $(VENV)/.installed
-	$(BIN)/pyrovae train --dataset digits --guide diagonal --prior standard \
-	    --likelihood bernoulli --objective TraceMeanField_ELBO --latent-dim 10 \
-	    --epochs 50 --device cpu --no-progress --out runs/digits
+	MPLBACKEND=Agg $(BIN)/pyrovae compare --dataset digits \
+	    --guides diagonal,full,lowrank,mixture,flow --prior standard \
+	    --likelihood bernoulli --latent-dim 10 --epochs 100 --device cpu \
+	    --no-progress --out runs/compare
 
 # Fashion-MNIST tests need Debian's dataset-fashion-mnist; install it when we can,
 # otherwise those tests skip and say why.

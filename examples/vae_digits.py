@@ -75,7 +75,7 @@ def save_grid(images: torch.Tensor, shape: tuple[int, int], path: Path, title: s
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(cols, rows + 0.4))
     for ax, image in zip(axes.flat, images, strict=False):
-        ax.imshow(image.reshape(shape).cpu(), cmap="gray", vmin=0, vmax=1)
+        ax.imshow(image.reshape(shape).cpu().numpy(), cmap="gray", vmin=0, vmax=1)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title)

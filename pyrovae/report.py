@@ -7,7 +7,9 @@ from collections.abc import Sequence
 
 def _cell(value) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) < 1e-2 or abs(value) >= 1e5 else f"{value:.2f}"
+        if abs(value) >= 1e5:
+            return f"{value:.4g}"
+        return f"{value:.3f}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
 
 

@@ -116,3 +116,65 @@ def test_help_lists_what_exists(capsys):
         "TraceMeanField_ELBO",
     ):
         assert name in printed
+
+
+def test_compare_writes_every_promised_file(tmp_path, capsys):
+    import arviz_base
+
+    out = tmp_path / "cmp"
+    code = main(
+        [
+            "compare",
+            "--dataset",
+            "digits",
+            "--guides",
+            "diagonal,full,mixture",
+            "--epochs",
+            "2",
+            "--latent-dim",
+            "3",
+            "--hidden",
+            "32",
+            "--num-samples",
+            "200",
+            "--diag-samples",
+            "100",
+            "--eval-points",
+            "40",
+            "--no-progress",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for column in ("test log p(x)", "I(x;z)", "marginal KL", "khat median", "ESS median"):
+        assert column in printed
+    expected = {
+        "report.md",
+        "results.json",
+        "khat.png",
+        "ess.png",
+        "latent_marginals.png",
+        "elbo_curves.png",
+        "reconstructions.png",
+        "samples.png",
+    }
+    expected |= {f"datatree_{g}.nc" for g in ("diagonal", "full", "mixture")}
+    assert expected <= {p.name for p in out.iterdir()}
+    for guide in ("diagonal", "full", "mixture"):
+        assert (out / guide / "checkpoint.pt").exists()
+        tree = arviz_base.convert_to_datatree(str(out / f"datatree_{guide}.nc"))
+        assert tree["posterior"]["z"].shape == (1, 100, 40, 3)
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    for row in rows:
+        assert row["test log p(x)"] >= row["test ELBO"] - 0.5
+        assert row["avg KL"] == pytest.approx(row["I(x;z)"] + row["marginal KL"])
+    report = (out / "report.md").read_text()
+    assert "| mixture" in report and "![khat](khat.png)" in report
+
+
+def test_compare_rejects_unknown_guides(capsys):
+    with pytest.raises(SystemExit):
+        main(["compare", "--guides", "diagonal,banana"])
+    assert "banana" in capsys.readouterr().err

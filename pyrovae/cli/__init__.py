@@ -17,6 +17,7 @@ from pyrovae.data import BINARIZE_MODES, DATASETS
 from pyrovae.nn import HIDDEN_LAYERS
 from pyrovae.train import OBJECTIVES
 
+from . import compare as compare_command
 from . import train as train_command
 
 
@@ -29,6 +30,19 @@ def _int_tuple(text: str) -> tuple[int, ...]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
+
+
+def _names(registry):
+    def parse(text: str) -> list[str]:
+        names = [n for n in text.split(",") if n]
+        unknown = [n for n in names if n not in registry]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {unknown or text!r}; choose from {', '.join(sorted(registry))}"
+            )
+        return names
+
+    return parse
 
 
 def add_spec_arguments(parser: argparse.ArgumentParser, guide_flag: bool = True) -> None:
@@ -87,6 +101,34 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.add_argument("--out", default="runs/train", help="output folder")
     train_parser.add_argument("--resume", default=None, help="checkpoint to continue from")
     train_parser.set_defaults(run=train_command.run)
+
+    compare_parser = sub.add_parser(
+        "compare", help="train and evaluate several guides", description=compare_command.__doc__
+    )
+    add_spec_arguments(compare_parser, guide_flag=False)
+    compare_parser.add_argument(
+        "--guides",
+        type=_names(FAMILIES),
+        default=["diagonal", "full"],
+        help="comma-separated guide families",
+    )
+    compare_parser.add_argument(
+        "--num-samples", type=int, default=5000, help="importance samples per image for log p(x)"
+    )
+    compare_parser.add_argument(
+        "--diag-samples",
+        type=int,
+        default=1000,
+        help="guide draws per image for the DataTree and PSIS",
+    )
+    compare_parser.add_argument(
+        "--eval-points",
+        type=int,
+        default=500,
+        help="test images for the KL decomposition and DataTree",
+    )
+    compare_parser.add_argument("--out", default="runs/compare", help="output folder")
+    compare_parser.set_defaults(run=compare_command.run)
     return parser
 
 

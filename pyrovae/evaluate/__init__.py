@@ -10,6 +10,7 @@ from .estimators import (
     kl_decomposition,
     log_likelihood,
     posterior_means,
+    reconstruct,
     sample,
 )
 from .importance import SiteLogProbs, log_weights, site_log_probs
@@ -29,6 +30,7 @@ __all__ = [
     "log_weights",
     "posterior_correlation",
     "posterior_means",
+    "reconstruct",
     "sample",
     "site_log_probs",
 ]

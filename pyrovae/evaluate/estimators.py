@@ -21,8 +21,9 @@ from .importance import log_weights, site_log_probs
 
 
 @torch.no_grad()
-def elbo(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1,
-         batch_size: int = 100) -> torch.Tensor:
+def elbo(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1, batch_size: int = 100
+) -> torch.Tensor:
     """ELBO_n = E_q[log p(x_n, z) - log q(z | x_n)], Monte Carlo over ``num_samples`` draws;
     shape ``(N,)``."""
     check_data(x, "x")
@@ -30,8 +31,14 @@ def elbo(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1
 
 
 @torch.no_grad()
-def log_likelihood(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 5000,
-                   batch_size: int = 100, sample_chunk: int = 100) -> torch.Tensor:
+def log_likelihood(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int = 5000,
+    batch_size: int = 100,
+    sample_chunk: int = 100,
+) -> torch.Tensor:
     """Importance-weighted estimate of log p(x_n) (Burda et al. 2015), shape ``(N,)``::
 
         log p(x_n) ~= log (1/S) sum_s p(x_n, z_s) / q(z_s | x_n),   z_s ~ q(z | x_n)
@@ -82,8 +89,9 @@ def guide_posterior(guide: Callable, x: torch.Tensor):
 
 
 @torch.no_grad()
-def aggregate_log_density(guide: Callable, x: torch.Tensor, z: torch.Tensor,
-                          chunk: int = 256) -> torch.Tensor:
+def aggregate_log_density(
+    guide: Callable, x: torch.Tensor, z: torch.Tensor, chunk: int = 256
+) -> torch.Tensor:
     """log q_agg(z) = log (1/N) sum_n q(z | x_n) for z of shape ``(M, d)``; shape ``(M,)``."""
     q = guide_posterior(guide, x)
     n = x.shape[0]
@@ -96,8 +104,9 @@ def aggregate_log_density(guide: Callable, x: torch.Tensor, z: torch.Tensor,
 
 
 @torch.no_grad()
-def kl_decomposition(model: Callable, guide: Callable, x: torch.Tensor,
-                     num_samples: int = 10) -> KLDecomposition:
+def kl_decomposition(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 10
+) -> KLDecomposition:
     """Split the average KL into I(n; z) and KL(q_agg || p) by Monte Carlo.
 
     Draw S = ``num_samples`` z_ns ~ q(z | x_n) for each of the N rows of ``x``; then
@@ -155,8 +164,9 @@ class Samples:
 
 
 @torch.no_grad()
-def sample(model: Callable, guide: Callable, n: int, data: torch.Tensor,
-           source: str = "prior") -> Samples:
+def sample(
+    model: Callable, guide: Callable, n: int, data: torch.Tensor, source: str = "prior"
+) -> Samples:
     """Decode n latents drawn from the prior p(z) or the aggregated posterior q_agg(z).
 
     ``source="aggregate"`` picks n random rows x_m of ``data`` and draws z ~ q(z | x_m)
@@ -181,3 +191,12 @@ def sample(model: Callable, guide: Callable, n: int, data: torch.Tensor,
     z = trace.nodes[_single_latent(trace)]["value"]
     return Samples(z=z, mean=likelihood.mean, x=likelihood.sample())
 
+
+@torch.no_grad()
+def reconstruct(model: Callable, guide: Callable, x: torch.Tensor) -> torch.Tensor:
+    """E[x | z] with z ~ q(z | x_n) for each row: the decoded reconstruction, ``(N, D)``."""
+    with pyro.validation_enabled(False):
+        guide_trace = poutine.trace(guide).get_trace(x)
+        trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+    (obs,) = observed_sites(trace)
+    return trace.nodes[obs]["fn"].mean

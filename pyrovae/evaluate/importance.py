@@ -62,25 +62,29 @@ def _site_sum(trace, names, shape) -> torch.Tensor:
     return total
 
 
-def site_log_probs(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
-                   ) -> SiteLogProbs:
+def site_log_probs(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
+) -> SiteLogProbs:
     """One vectorized pass: S = ``num_samples`` draws for every row of ``x``."""
     particles = pyro.plate(PARTICLE_PLATE, num_samples, dim=-2)
     with pyro.validation_enabled(False):
         guide_trace = poutine.trace(particles(guide)).get_trace(x)
-        model_trace = poutine.trace(
-            poutine.replay(particles(model), trace=guide_trace)
-        ).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(particles(model), trace=guide_trace)).get_trace(
+            x
+        )
     shape = (num_samples, x.shape[0])
     guide_latents = [
-        n for n, s in guide_trace.nodes.items()
-        if s["type"] == "sample" and not s["is_observed"] and n != PARTICLE_PLATE
+        n
+        for n, s in guide_trace.nodes.items()
+        if s["type"] == "sample"
+        and not s["is_observed"]
+        and n != PARTICLE_PLATE
         and type(s["fn"]).__name__ != "_Subsample"
     ]
     model_sites = [
-        n for n, s in model_trace.nodes.items()
-        if s["type"] == "sample" and n != PARTICLE_PLATE
-        and type(s["fn"]).__name__ != "_Subsample"
+        n
+        for n, s in model_trace.nodes.items()
+        if s["type"] == "sample" and n != PARTICLE_PLATE and type(s["fn"]).__name__ != "_Subsample"
     ]
     model_latents = [n for n in model_sites if not model_trace.nodes[n]["is_observed"]]
     missing = set(model_latents) - set(guide_latents)
@@ -94,8 +98,9 @@ def site_log_probs(model: Callable, guide: Callable, x: torch.Tensor, num_sample
     )
 
 
-def chunks(x: torch.Tensor, num_samples: int, batch_size: int, sample_chunk: int
-           ) -> Iterator[tuple[slice, int]]:
+def chunks(
+    x: torch.Tensor, num_samples: int, batch_size: int, sample_chunk: int
+) -> Iterator[tuple[slice, int]]:
     """(row slice, samples in this chunk) pairs covering ``x`` x ``num_samples``."""
     for start in range(0, x.shape[0], batch_size):
         rows = slice(start, min(start + batch_size, x.shape[0]))
@@ -107,8 +112,14 @@ def chunks(x: torch.Tensor, num_samples: int, batch_size: int, sample_chunk: int
 
 
 @torch.no_grad()
-def log_weights(model: Callable, guide: Callable, x: torch.Tensor, num_samples: int,
-                batch_size: int = 100, sample_chunk: int = 100) -> torch.Tensor:
+def log_weights(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    batch_size: int = 100,
+    sample_chunk: int = 100,
+) -> torch.Tensor:
     """log w_ns = log p(x_n, z_ns) - log q(z_ns | x_n), shape ``(S, N)``, in nats.
 
     Computed in chunks of ``sample_chunk`` draws x ``batch_size`` rows, so memory stays

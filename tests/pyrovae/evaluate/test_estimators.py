@@ -31,8 +31,9 @@ def ppca_x(ppca):
 
 
 def test_log_weights_are_per_data_point(ppca, ppca_x):
-    w = log_weights(ppca.model, ppca.diagonal_guide, ppca_x, num_samples=250, batch_size=16,
-                    sample_chunk=60)
+    w = log_weights(
+        ppca.model, ppca.diagonal_guide, ppca_x, num_samples=250, batch_size=16, sample_chunk=60
+    )
     assert w.shape == (250, 40)
     assert torch.isfinite(w).all()
     # Each column is that point's own ratio: permuting rows permutes columns.
@@ -54,10 +55,12 @@ def test_elbo_le_iwae_k_le_log_px_and_iwae_increases_with_k(ppca, ppca_x):
     bounds = [elbo(ppca.model, ppca.diagonal_guide, ppca_x, num_samples=2000).mean()]
     for k in (2, 8, 64):
         # average the IWAE_k estimator over repeats to estimate its expectation
-        reps = torch.stack([
-            log_likelihood(ppca.model, ppca.diagonal_guide, ppca_x, num_samples=k)
-            for _ in range(20)
-        ])
+        reps = torch.stack(
+            [
+                log_likelihood(ppca.model, ppca.diagonal_guide, ppca_x, num_samples=k)
+                for _ in range(20)
+            ]
+        )
         bounds.append(reps.mean())
     assert all(a < b for a, b in zip(bounds, bounds[1:], strict=False)), bounds
     assert bounds[-1] <= exact + 0.01
@@ -66,8 +69,9 @@ def test_elbo_le_iwae_k_le_log_px_and_iwae_increases_with_k(ppca, ppca_x):
 
 def test_exact_posterior_makes_the_elbo_tight(ppca, ppca_x):
     exact = ppca.log_marginal(ppca_x)
-    torch.testing.assert_close(elbo(ppca.model, ppca.exact_guide, ppca_x, num_samples=3),
-                               exact, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        elbo(ppca.model, ppca.exact_guide, ppca_x, num_samples=3), exact, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_kl_decomposition_sums_and_is_nonnegative(ppca, ppca_x):

@@ -1,0 +1,16 @@
+"""ArviZ diagnostics of guides: DataTrees of guide draws, PSIS k-hat, ESS, plots."""
+
+from .datatree import log_ratios, open_datatree, save_datatree, to_datatree
+from .psis import importance_ess, khat_threshold, psis, psis_khat, summarize
+
+__all__ = [
+    "importance_ess",
+    "khat_threshold",
+    "log_ratios",
+    "open_datatree",
+    "psis",
+    "psis_khat",
+    "save_datatree",
+    "summarize",
+    "to_datatree",
+]

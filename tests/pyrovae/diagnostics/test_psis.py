@@ -1,0 +1,71 @@
+import numpy as np
+import pyro
+import pytest
+import torch
+from pyro.infer.importance import psis_diagnostic
+
+from pyrovae.diagnostics import importance_ess, khat_threshold, psis_khat, summarize
+from pyrovae.evaluate import log_weights
+from tests.pyrovae.evaluate.ppca import PPCA
+
+
+def normal_log_ratios(s: float, n: int, seed: int = 0) -> np.ndarray:
+    """log p - log q for p = N(0, 1), draws from q = N(0, s)."""
+    z = np.random.default_rng(seed).normal(0, s, n)
+    return (-0.5 * z**2) - (-0.5 * (z / s) ** 2 - np.log(s))
+
+
+def test_khat_convention_on_a_known_case():
+    # k = 1 - s^2 in theory: s = 0.5 -> 0.75. A sign slip gives a negative k.
+    ks = [psis_khat(normal_log_ratios(0.5, 4000, seed))[0] for seed in range(10)]
+    assert 0.6 < np.mean(ks) < 0.9, ks
+    assert psis_khat(normal_log_ratios(2.0, 4000))[0] < 0.3  # wide proposal: reliable
+    narrow = [psis_khat(normal_log_ratios(0.2, 4000, seed))[0] for seed in range(6)]
+    assert np.mean(narrow) > 0.8  # theory 0.96; single estimates range ~0.73-0.97
+
+
+def test_khat_is_per_data_point():
+    lr = np.stack([normal_log_ratios(2.0, 4000, 1), normal_log_ratios(0.2, 4000, 2)], axis=1)
+    k = psis_khat(lr)
+    assert k.shape == (2,) and k[0] < 0.3 and k[1] > 0.7
+
+
+def test_khat_agrees_with_pyro_psis_diagnostic():
+    ppca = PPCA(data_dim=4, latent_dim=2, sigma=0.3)
+    x = ppca.sample_x(1)
+
+    def narrow_guide(x):
+        ppca.diagonal_guide(x, inflate=0.6)
+
+    ours = np.mean(
+        [psis_khat(log_weights(ppca.model, narrow_guide, x, 5000).numpy())[0] for _ in range(5)]
+    )
+    pyros = np.mean(
+        [psis_diagnostic(ppca.model, narrow_guide, x, num_particles=5000) for _ in range(5)]
+    )
+    assert abs(ours - pyros) < 0.15, (ours, pyros)
+
+
+def test_exact_posterior_gives_very_low_khat_and_full_ess():
+    ppca = PPCA()
+    x = ppca.sample_x(10)
+    lr = log_weights(ppca.model, ppca.exact_guide, x, 1000).numpy()
+    assert (psis_khat(lr) < 0.1).all()
+    np.testing.assert_allclose(importance_ess(lr), 1000, rtol=1e-3)
+
+
+def test_ess_bounds_and_summary():
+    lr = normal_log_ratios(0.5, 2000)[:, None]
+    ess = importance_ess(lr)
+    assert 1 <= ess[0] <= 2000
+    assert khat_threshold(2000) == pytest.approx(0.697, abs=1e-3)
+    summary = summarize(np.concatenate([lr, normal_log_ratios(2.0, 2000)[:, None]], axis=1))
+    assert summary["ESS median"] > 1 and 0 <= summary["khat > 0.7"] <= 1
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        psis_khat(np.array([[0.0], [np.nan]]))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    pyro.set_rng_seed(0)
+    torch.manual_seed(0)
