@@ -11,6 +11,8 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "examples"
 CHEAP_RUNS = {
     "vae_digits.py": ["--epochs", "2", "--hidden", "32"],
     "full_covariance.py": ["--epochs", "2", "--hidden", "32", "--latent-dim", "3"],
+    "elbo_surgery.py": ["--epochs", "2", "--hidden", "32", "--latent-dims", "2,3"],
+    "aggregated_posterior.py": ["--epochs", "2", "--hidden", "32", "--num-samples", "50"],
 }
 
 
