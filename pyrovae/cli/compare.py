@@ -43,8 +43,11 @@ SHOWN = [
 ]
 
 
-def evaluate_pair(model, guide, x: torch.Tensor, args: argparse.Namespace) -> tuple[dict, object]:
-    """The report's columns for one trained pair on test rows ``x``, and its DataTree."""
+def evaluate_pair(
+    model, guide, x: torch.Tensor, args: argparse.Namespace
+) -> tuple[dict, object, torch.Tensor]:
+    """The report's columns for one trained pair on test rows ``x``, its DataTree, and
+    its per-image test log p(x)."""
     log_px = evaluate.log_likelihood(model, guide, x, args.num_samples)
     subset = x[: args.eval_points]
     surgery = evaluate.kl_decomposition(model, guide, subset, num_samples=10)
@@ -62,13 +65,13 @@ def evaluate_pair(model, guide, x: torch.Tensor, args: argparse.Namespace) -> tu
         **diagnostics.summarize(diagnostics.log_ratios(tree)),
         **evaluate.posterior_correlation(guide, subset),
     }
-    return row, tree
+    return row, tree, log_px
 
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     config = config_from_args(args)
-    rows, trees, curves, pairs = [], {}, {}, {}
+    rows, trees, curves, pairs, log_px = [], {}, {}, {}, {}
     data = None
     for name in args.guides:
         spec: RunSpec = spec_from_args(args, guide=name)
@@ -87,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
             "s/epoch": history.seconds_per_epoch,
             "KL path": history.kl_path,
         }
-        metrics, tree = evaluate_pair(model, guide, test, args)
+        metrics, tree, log_px[name] = evaluate_pair(model, guide, test, args)
         row.update(metrics)
         rows.append(row)
         trees[name] = tree
@@ -97,13 +100,25 @@ def run(args: argparse.Namespace) -> None:
 
     test = data.to(config.device).split("test")
     figures = write_figures(out, data, test, trees, curves, pairs, args)
-    save_json({"rows": rows, "settings": vars_for_json(args)}, out / "results.json")
-    write_report(out / "report.md", rows, figures, args, data.name)
+    ranking = diagnostics.compare_guides(
+        {n: v.cpu().numpy() for n, v in log_px.items()}, args.num_samples
+    )[["rank", "elpd", "elpd_diff", "dse", "weight"]]
+    save_json(
+        {
+            "rows": rows,
+            "ranking": ranking.reset_index(names="guide").to_dict("records"),
+            "settings": vars_for_json(args),
+        },
+        out / "results.json",
+    )
+    write_report(out / "report.md", rows, ranking, figures, args, data.name)
     print(
         f"{data.name}: {len(rows)} guides, {args.epochs} epochs, {args.objective}; "
         f"nats per data point; test log p(x) from {args.num_samples} importance samples"
     )
     print(format_table(rows, SHOWN))
+    print("ArviZ compare on summed test log p(x) (elpd_diff +/- dse, paired over images):")
+    print(ranking.round(3).to_string())
     print(f"report, figures and DataTrees in {out}/")
 
 
@@ -154,7 +169,7 @@ def vars_for_json(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "run"}
 
 
-def write_report(path: Path, rows, figures, args, dataset: str) -> None:
+def write_report(path: Path, rows, ranking, figures, args, dataset: str) -> None:
     lines = [
         f"# pyrovae compare: {dataset}",
         "",
@@ -174,9 +189,24 @@ def write_report(path: Path, rows, figures, args, dataset: str) -> None:
         "KL term per guide under TraceMeanField_ELBO (closed form or Monte Carlo): "
         + ", ".join(f"{r['guide']}: {r['KL path']}" for r in rows),
         "",
+        "ArviZ `compare` on test log p(x) summed over test images (`dse` is the standard "
+        "error of the paired difference to the best guide):",
+        "",
+        ranking.round(3).to_markdown()
+        if _has_tabulate()
+        else "```\n" + ranking.round(3).to_string() + "\n```",
+        "",
         "Posterior correlation found (mean |off-diagonal corr| of q(z|x)): "
         + ", ".join(f"{r['guide']}: {r['mean_abs_corr']:.3f}" for r in rows),
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     path.write_text("\n".join(lines) + "\n")
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+    except ImportError:
+        return False
+    return True
