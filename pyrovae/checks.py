@@ -24,23 +24,24 @@ def trace_pair(model: Callable, guide: Callable, x: torch.Tensor):
     return guide_trace, model_trace
 
 
-def latent_sites(trace) -> list[str]:
-    """Names of the non-observed sample sites (subsample sites of plates excluded)."""
+def sample_sites(trace) -> list[str]:
+    """Names of the sample sites in a trace, observed or not (plates' ``_Subsample``
+    bookkeeping sites excluded)."""
     return [
         name
         for name, site in trace.nodes.items()
-        if site["type"] == "sample"
-        and not site["is_observed"]
-        and type(site["fn"]).__name__ != "_Subsample"
+        if site["type"] == "sample" and type(site["fn"]).__name__ != "_Subsample"
     ]
+
+
+def latent_sites(trace) -> list[str]:
+    """Names of the non-observed sample sites."""
+    return [name for name in sample_sites(trace) if not trace.nodes[name]["is_observed"]]
 
 
 def observed_sites(trace) -> list[str]:
-    return [
-        name
-        for name, site in trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"]
-    ]
+    """Names of the observed sample sites."""
+    return [name for name in sample_sites(trace) if trace.nodes[name]["is_observed"]]
 
 
 def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:

@@ -259,7 +259,8 @@ def _load_state(obj, state: dict) -> None:
         obj.load_state_dict(state)
 
 
-def _param_store_state(params: list[torch.Tensor]) -> list[torch.Tensor]:
+def _copy_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Detached copies of the optimised tensors (covers pairs that are not nn.Modules)."""
     return [p.detach().clone() for p in params]
 
 
@@ -412,7 +413,7 @@ def fit(
                     best_state = {
                         "model": _state(model),
                         "guide": _state(guide),
-                        "params": _param_store_state(step.params),
+                        "params": _copy_params(step.params),
                     }
                 else:
                     bad_epochs += 1
@@ -423,7 +424,7 @@ def fit(
                         "epoch": epoch,
                         "model": _state(model),
                         "guide": _state(guide),
-                        "params": _param_store_state(step.params),
+                        "params": _copy_params(step.params),
                         "optimizer": step.optimizer.state_dict(),
                         "rng": _rng_state(),
                         "history": history.to_dict(),

@@ -21,6 +21,8 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from pyrovae.checks import latent_sites, sample_sites
+
 PARTICLE_PLATE = "importance_samples"
 
 
@@ -46,17 +48,19 @@ class SiteLogProbs:
         return self.log_joint - self.log_prior
 
 
-def _site_sum(trace, names, shape) -> torch.Tensor:
-    total = torch.zeros(shape, device=trace.nodes[names[0]]["value"].device) if names else None
+def _site_sum(trace, names: list[str], shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """Sum of the named sites' log densities, each required to be ``(S, B)``."""
+    total = like.new_zeros(shape)
     for name in names:
         site = trace.nodes[name]
         log_prob = site["fn"].log_prob(site["value"])
-        if "mask" in site and site["mask"] is not None and site["mask"] is not True:
+        if site.get("mask") is not None and site["mask"] is not True:
             log_prob = log_prob * site["mask"]
-        if log_prob.dim() < 2:
+        if tuple(log_prob.shape) != shape:
             raise ValueError(
-                f"site {name!r} has log_prob shape {tuple(log_prob.shape)}; per-data-point "
-                "evaluation needs every sample site inside the 'data' plate"
+                f"site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected {shape} "
+                "(importance samples, data points); per-data-point evaluation needs every "
+                "sample site inside the 'data' plate"
             )
         total = total + log_prob
     return total
@@ -73,27 +77,16 @@ def site_log_probs(
             x
         )
     shape = (num_samples, x.shape[0])
-    guide_latents = [
-        n
-        for n, s in guide_trace.nodes.items()
-        if s["type"] == "sample"
-        and not s["is_observed"]
-        and n != PARTICLE_PLATE
-        and type(s["fn"]).__name__ != "_Subsample"
-    ]
-    model_sites = [
-        n
-        for n, s in model_trace.nodes.items()
-        if s["type"] == "sample" and n != PARTICLE_PLATE and type(s["fn"]).__name__ != "_Subsample"
-    ]
-    model_latents = [n for n in model_sites if not model_trace.nodes[n]["is_observed"]]
+    guide_latents = latent_sites(guide_trace)
+    model_sites = sample_sites(model_trace)
+    model_latents = latent_sites(model_trace)
     missing = set(model_latents) - set(guide_latents)
     if missing:
         raise ValueError(f"model latent sites {sorted(missing)} have no guide site")
     return SiteLogProbs(
-        log_joint=_site_sum(model_trace, model_sites, shape),
-        log_prior=_site_sum(model_trace, model_latents, shape),
-        log_guide=_site_sum(guide_trace, guide_latents, shape),
+        log_joint=_site_sum(model_trace, model_sites, shape, x),
+        log_prior=_site_sum(model_trace, model_latents, shape, x),
+        log_guide=_site_sum(guide_trace, guide_latents, shape, x),
         latents={n: guide_trace.nodes[n]["value"] for n in guide_latents},
     )
 

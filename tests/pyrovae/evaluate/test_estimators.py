@@ -142,3 +142,18 @@ def test_estimators_run_on_every_family(digits, family):
     assert 0 <= parts.mutual_info <= parts.log_n + 1e-5
     assert 0 <= active_units(guide, x)["active"] <= 3
     assert sample(model, guide, 5, x, source="aggregate").mean.shape == (5, 64)
+
+
+def test_sites_outside_the_data_plate_are_rejected(ppca, ppca_x):
+    def model_with_global(x):
+        scale = pyro.sample("noise", dist.LogNormal(0.0, 1.0))
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ ppca.W.T, scale.unsqueeze(-1)).to_event(1), obs=x)
+
+    def guide_with_global(x):
+        pyro.sample("noise", dist.LogNormal(0.0, 0.1))
+        ppca.diagonal_guide(x)
+
+    with pytest.raises(ValueError, match="site 'noise' has log_prob shape"):
+        log_likelihood(model_with_global, guide_with_global, ppca_x, num_samples=10)
