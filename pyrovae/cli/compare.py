@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyro
 import torch
 
@@ -43,15 +45,26 @@ SHOWN = [
 ]
 
 
-def evaluate_pair(
-    model, guide, x: torch.Tensor, args: argparse.Namespace
-) -> tuple[dict, object, torch.Tensor]:
-    """The report's columns for one trained pair on test rows ``x``, its DataTree, and
-    its per-image test log p(x)."""
+@dataclass
+class Evaluation:
+    """One trained pair on the test set: the report's columns and what the figures and the
+    ranking need (per-image k-hat, ESS and log p(x); the DataTree)."""
+
+    row: dict
+    tree: object
+    khat: np.ndarray
+    ess: np.ndarray
+    log_px: torch.Tensor
+
+
+def evaluate_pair(model, guide, x: torch.Tensor, args: argparse.Namespace) -> Evaluation:
+    """Evaluate one trained pair on test rows ``x``."""
     log_px = evaluate.log_likelihood(model, guide, x, args.num_samples)
     subset = x[: args.eval_points]
     surgery = evaluate.kl_decomposition(model, guide, subset, num_samples=10)
     tree = diagnostics.to_datatree(model, guide, subset, args.diag_samples)
+    ratios = diagnostics.log_ratios(tree)
+    khat, ess = diagnostics.psis_khat(ratios), diagnostics.importance_ess(ratios)
     row = {
         "test ELBO": evaluate.elbo(model, guide, x, num_samples=10).mean().item(),
         "test log p(x)": log_px.mean().item(),
@@ -62,27 +75,26 @@ def evaluate_pair(
         "log N": surgery.log_n,
         "eval points": len(subset),
         "active units": evaluate.active_units(guide, x)["active"],
-        **diagnostics.summarize(diagnostics.log_ratios(tree)),
+        **diagnostics.summarize(khat, ess, args.diag_samples),
         **evaluate.posterior_correlation(guide, subset),
     }
-    return row, tree, log_px
+    return Evaluation(row, tree, khat, ess, log_px)
 
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     config = config_from_args(args)
-    rows, trees, curves, pairs, log_px = [], {}, {}, {}, {}
-    data = None
+    rows, results, curves, pairs = [], {}, {}, {}
+    data = spec_from_args(args, guide=args.guides[0]).load_data()
+    test = data.to(config.device).split("test")
     for name in args.guides:
         spec: RunSpec = spec_from_args(args, guide=name)
         spec.validate()
-        data = data or spec.load_data()
         pyro.set_rng_seed(args.seed)  # same model initialisation for every guide
         model, guide = spec.build(data.num_features)
         save_json({"spec": spec.to_dict(), "config": config.to_dict()}, out / name / "spec.json")
         history = fit(model, guide, data, config, checkpoint=out / name / "checkpoint.pt")
         save_json(history.to_dict(), out / name / "history.json")
-        test = data.to(config.device).split("test")
         row = {
             "guide": name,
             "outputs/point": guide.head.outputs_per_datapoint,
@@ -90,18 +102,16 @@ def run(args: argparse.Namespace) -> None:
             "s/epoch": history.seconds_per_epoch,
             "KL path": history.kl_path,
         }
-        metrics, tree, log_px[name] = evaluate_pair(model, guide, test, args)
-        row.update(metrics)
+        results[name] = evaluate_pair(model, guide, test, args)
+        row.update(results[name].row)
         rows.append(row)
-        trees[name] = tree
         curves[name] = history.validation_elbo
         pairs[name] = (model, guide)
-        diagnostics.save_datatree(tree, out / f"datatree_{name}.nc")
+        diagnostics.save_datatree(results[name].tree, out / f"datatree_{name}.nc")
 
-    test = data.to(config.device).split("test")
-    figures = write_figures(out, data, test, trees, curves, pairs, args)
+    figures = write_figures(out, data, test, results, curves, pairs, args)
     ranking = diagnostics.compare_guides(
-        {n: v.cpu().numpy() for n, v in log_px.items()}, args.num_samples
+        {n: r.log_px.cpu().numpy() for n, r in results.items()}, args.num_samples
     )[["rank", "elpd", "elpd_diff", "dse", "weight"]]
     save_json(
         {
@@ -122,19 +132,17 @@ def run(args: argparse.Namespace) -> None:
     print(f"report, figures and DataTrees in {out}/")
 
 
-def write_figures(out: Path, data, test, trees, curves, pairs, args) -> list[Path]:
+def write_figures(out: Path, data, test, results, curves, pairs, args) -> list[Path]:
     figures = [
         plots.plot_khat(
-            {n: diagnostics.psis_khat(diagnostics.log_ratios(t)) for n, t in trees.items()},
+            {n: r.khat for n, r in results.items()},
             out / "khat.png",
             diagnostics.khat_threshold(args.diag_samples),
         ),
-        plots.plot_ess(
-            {n: diagnostics.importance_ess(diagnostics.log_ratios(t)) for n, t in trees.items()},
-            out / "ess.png",
-            args.diag_samples,
+        plots.plot_ess({n: r.ess for n, r in results.items()}, out / "ess.png", args.diag_samples),
+        plots.plot_latent_marginals(
+            {n: r.tree for n, r in results.items()}, out / "latent_marginals.png"
         ),
-        plots.plot_latent_marginals(trees, out / "latent_marginals.png"),
         plots.plot_elbo_curves(curves, out / "elbo_curves.png"),
     ]
     if data.image_shape is not None:
@@ -192,9 +200,7 @@ def write_report(path: Path, rows, ranking, figures, args, dataset: str) -> None
         "ArviZ `compare` on test log p(x) summed over test images (`dse` is the standard "
         "error of the paired difference to the best guide):",
         "",
-        ranking.round(3).to_markdown()
-        if _has_tabulate()
-        else "```\n" + ranking.round(3).to_string() + "\n```",
+        "```\n" + ranking.round(3).to_string() + "\n```",
         "",
         "Posterior correlation found (mean |off-diagonal corr| of q(z|x)): "
         + ", ".join(f"{r['guide']}: {r['mean_abs_corr']:.3f}" for r in rows),
@@ -202,11 +208,3 @@ def write_report(path: Path, rows, ranking, figures, args, dataset: str) -> None
     ]
     lines += [f"![{p.stem}]({p.name})" for p in figures]
     path.write_text("\n".join(lines) + "\n")
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-    except ImportError:
-        return False
-    return True

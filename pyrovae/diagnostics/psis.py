@@ -61,11 +61,10 @@ def khat_threshold(num_samples: int) -> float:
     return min(1 - 1 / math.log10(num_samples), 0.7)
 
 
-def summarize(log_ratios: np.ndarray) -> dict[str, float]:
-    """Median k-hat, fraction of points above the threshold, median ESS."""
-    khat = psis_khat(log_ratios)
-    ess = importance_ess(log_ratios)
-    threshold = khat_threshold(np.asarray(log_ratios).shape[0])
+def summarize(khat: np.ndarray, ess: np.ndarray, num_samples: int) -> dict[str, float]:
+    """Median k-hat, fraction of points above 0.7 and above ``khat_threshold(S)``, median
+    ESS, from the per-point ``psis_khat`` and ``importance_ess`` of S draws."""
+    threshold = khat_threshold(num_samples)
     return {
         "khat median": float(np.median(khat)),
         "khat > 0.7": float(np.mean(khat > 0.7)),

@@ -14,8 +14,9 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.checks import latent_sites, observed_sites
+from pyrovae.checks import latent_sites, observed_sites, trace_pair
 from pyrovae.data import check_data
+from pyrovae.distributions import draw
 
 from .importance import log_weights, site_log_probs
 
@@ -140,7 +141,7 @@ def posterior_means(guide: Callable, x: torch.Tensor, num_samples: int = 500) ->
     try:
         return q.mean
     except NotImplementedError:
-        return q.expand(torch.Size([num_samples]) + q.batch_shape).sample().mean(0)
+        return draw(q, num_samples).mean(0)
 
 
 @torch.no_grad()
@@ -180,12 +181,9 @@ def sample(
     with pyro.validation_enabled(False):
         if source == "aggregate":
             rows = torch.randint(data.shape[0], (n,), device=data.device)
-            x = data[rows]
-            guide_trace = poutine.trace(guide).get_trace(x)
-            trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+            _, trace = trace_pair(model, guide, data[rows])
         else:
-            x = data.new_zeros(n, data.shape[1])
-            trace = poutine.trace(model).get_trace(x)
+            trace = poutine.trace(model).get_trace(data.new_zeros(n, data.shape[1]))
     (obs,) = observed_sites(trace)
     likelihood = trace.nodes[obs]["fn"]
     z = trace.nodes[_single_latent(trace)]["value"]
@@ -196,7 +194,6 @@ def sample(
 def reconstruct(model: Callable, guide: Callable, x: torch.Tensor) -> torch.Tensor:
     """E[x | z] with z ~ q(z | x_n) for each row: the decoded reconstruction, ``(N, D)``."""
     with pyro.validation_enabled(False):
-        guide_trace = poutine.trace(guide).get_trace(x)
-        trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(x)
+        _, trace = trace_pair(model, guide, x)
     (obs,) = observed_sites(trace)
     return trace.nodes[obs]["fn"].mean

@@ -14,7 +14,7 @@ couple the data points.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro
@@ -91,19 +91,6 @@ def site_log_probs(
     )
 
 
-def chunks(
-    x: torch.Tensor, num_samples: int, batch_size: int, sample_chunk: int
-) -> Iterator[tuple[slice, int]]:
-    """(row slice, samples in this chunk) pairs covering ``x`` x ``num_samples``."""
-    for start in range(0, x.shape[0], batch_size):
-        rows = slice(start, min(start + batch_size, x.shape[0]))
-        done = 0
-        while done < num_samples:
-            size = min(sample_chunk, num_samples - done)
-            yield rows, size
-            done += size
-
-
 @torch.no_grad()
 def log_weights(
     model: Callable,
@@ -119,9 +106,11 @@ def log_weights(
     bounded for S = 5,000.
     """
     out = x.new_empty(num_samples, x.shape[0])
-    filled = {}
-    for rows, size in chunks(x, num_samples, batch_size, sample_chunk):
-        begin = filled.get(rows.start, 0)
-        out[begin : begin + size, rows] = site_log_probs(model, guide, x[rows], size).log_weights
-        filled[rows.start] = begin + size
+    for row in range(0, x.shape[0], batch_size):
+        rows = slice(row, row + batch_size)
+        for begin in range(0, num_samples, sample_chunk):
+            size = min(sample_chunk, num_samples - begin)
+            out[begin : begin + size, rows] = site_log_probs(
+                model, guide, x[rows], size
+            ).log_weights
     return out

@@ -59,7 +59,8 @@ def test_ess_bounds_and_summary():
     ess = importance_ess(lr)
     assert 1 <= ess[0] <= 2000
     assert khat_threshold(2000) == pytest.approx(0.697, abs=1e-3)
-    summary = summarize(np.concatenate([lr, normal_log_ratios(2.0, 2000)[:, None]], axis=1))
+    both = np.concatenate([lr, normal_log_ratios(2.0, 2000)[:, None]], axis=1)
+    summary = summarize(psis_khat(both), importance_ess(both), 2000)
     assert summary["ESS median"] > 1 and 0 <= summary["khat > 0.7"] <= 1
     with pytest.raises(ValueError, match="NaN or Inf"):
         psis_khat(np.array([[0.0], [np.nan]]))
