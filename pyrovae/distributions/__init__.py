@@ -1,5 +1,39 @@
-"""Distributions and KL registrations that Pyro/torch lack. Importing registers the KLs."""
+"""Distributions and KL registrations that Pyro/torch lack. Importing registers the KLs.
 
-from .kl import draw, kl_lowrank_diag_normal, kl_mvn_diag_normal, kl_path
+One file per distribution: :class:`VonMisesFisher`, :class:`PowerSpherical`,
+:class:`HypersphericalUniform` (on the unit sphere), :class:`SharedComponentMixture` (the
+mixture-of-Gaussians prior and the VampPrior); ``bessel`` has log I_nu and I_{nu+1}/I_nu in
+pure torch; ``kl`` the closed-form KLs.
+"""
 
-__all__ = ["draw", "kl_lowrank_diag_normal", "kl_mvn_diag_normal", "kl_path"]
+from .bessel import bessel_ratio, log_iv, log_ive
+from .hyperspherical_uniform import HypersphericalUniform
+from .kl import (
+    draw,
+    kl_lowrank_diag_normal,
+    kl_mvn_diag_normal,
+    kl_path,
+    kl_power_spherical_uniform,
+    kl_vmf_uniform,
+)
+from .mixture import SharedComponentMixture
+from .power_spherical import PowerSpherical
+from .sphere import log_sphere_area
+from .von_mises_fisher import VonMisesFisher
+
+__all__ = [
+    "HypersphericalUniform",
+    "PowerSpherical",
+    "SharedComponentMixture",
+    "VonMisesFisher",
+    "bessel_ratio",
+    "draw",
+    "kl_lowrank_diag_normal",
+    "kl_mvn_diag_normal",
+    "kl_path",
+    "kl_power_spherical_uniform",
+    "kl_vmf_uniform",
+    "log_iv",
+    "log_ive",
+    "log_sphere_area",
+]

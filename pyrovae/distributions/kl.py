@@ -6,7 +6,9 @@ Registered with ``torch.distributions.kl.register_kl`` so ``kl_divergence`` (and
 - KL(MultivariateNormal(mu, L L^T) || Normal(m, s).to_event(1))
 - KL(LowRankMultivariateNormal(mu, W W^T + diag(D)) || Normal(m, s).to_event(1))
 
-Both use, for q = N(mu, Sigma) and p = N(m, S) with S = diag(s^2)::
+- KL(VonMisesFisher || HypersphericalUniform), KL(PowerSpherical || HypersphericalUniform)
+
+The Gaussian ones use, for q = N(mu, Sigma) and p = N(m, S) with S = diag(s^2)::
 
     KL(q || p) = 1/2 [ tr(S^-1 Sigma) + (m - mu)^T S^-1 (m - mu) - d + log|S| - log|Sigma| ]
 
@@ -24,6 +26,11 @@ from torch.distributions import (
     kl_divergence,
     register_kl,
 )
+
+from .hyperspherical_uniform import HypersphericalUniform
+from .power_spherical import PowerSpherical
+from .sphere import log_sphere_area
+from .von_mises_fisher import VonMisesFisher
 
 
 def _diag_normal_parts(p: Independent) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,3 +97,18 @@ def draw(q, num_samples: int) -> torch.Tensor:
     ``MixtureOfDiagNormals`` (1.9) gets wrong for batched parameters.
     """
     return q.expand(torch.Size([num_samples]) + q.batch_shape).rsample()
+
+
+# ----------------------------------------------------------- hyperspherical posteriors
+
+
+@register_kl(VonMisesFisher, HypersphericalUniform)
+def kl_vmf_uniform(q: VonMisesFisher, p: HypersphericalUniform) -> torch.Tensor:
+    """KL(vMF(mu, kappa) || U(S^{d-1})) = log area(S^{d-1}) - H[vMF] (Davidson et al. 2018)."""
+    return log_sphere_area(q.dim) - q.entropy()
+
+
+@register_kl(PowerSpherical, HypersphericalUniform)
+def kl_power_spherical_uniform(q: PowerSpherical, p: HypersphericalUniform) -> torch.Tensor:
+    """KL(PowerSpherical(mu, kappa) || U(S^{d-1})) = log area(S^{d-1}) - H[PS]."""
+    return log_sphere_area(q.dim) - q.entropy()

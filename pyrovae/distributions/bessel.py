@@ -1,0 +1,150 @@
+"""Modified Bessel functions of the first kind in pure torch, in log space.
+
+The von Mises-Fisher normaliser needs ``log I_nu(kappa)`` with nu = d/2 - 1 and its
+gradient needs the ratio ``R_nu(kappa) = I_{nu+1}(kappa) / I_nu(kappa)``. Both are
+computed here for any real ``nu >= 0`` (a Python number: in a VAE the order is fixed by
+the latent size, so every branch below is static and only ``kappa`` is a tensor):
+
+- ``nu >= OLVER_MIN_ORDER``: Olver's uniform asymptotic expansion (DLMF 10.41.3) with the
+  polynomials U_1..U_5, whose truncation error is below ~1e-11 relative from that order up::
+
+      I_nu(nu z) ~ exp(nu eta) / sqrt(2 pi nu) / (1 + z^2)^(1/4) * sum_k U_k(p) / nu^k,
+      p = 1 / sqrt(1 + z^2),  eta = sqrt(1 + z^2) + log(z / (1 + sqrt(1 + z^2))).
+
+  The exponent is rearranged as ``nu eta - kappa = nu [1 / (sqrt(1+z^2) + z) + log z -
+  log1p(1/p)]`` so nothing cancels for kappa >> nu.
+- smaller orders: the ratio at order ``nu + m >= OLVER_MIN_ORDER`` (from two Olver values)
+  is carried down by the backward recurrence ``R_{j} = 1 / (2 (j + 1) / kappa + R_{j+1})``
+  (stable in this direction), and ``log I_nu = log I_{nu+m} - sum_j log R_j``.
+
+Everything is evaluated in float64 and returned in the input's dtype: no scipy, no host
+synchronisation, finite from kappa = 1e-30 to 1e6 for nu up to thousands (where float32
+``ive`` underflows to 0, see REFERENCES). Gradients are closed form:
+
+    d/dkappa log ive(nu, kappa) = R_nu(kappa) + nu / kappa - 1
+    d/dkappa R_nu(kappa)        = 1 - R_nu^2 - (2 nu + 1) R_nu / kappa
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+OLVER_MIN_ORDER = 30.0
+SMALLEST_KAPPA = 1e-30
+
+# Coefficients of Olver's U_k(p) in powers of p (DLMF 10.41.10; A&S 9.3.9-9.3.10).
+_OLVER_U = (
+    ((1, 3.0), (3, -5.0), 24.0),
+    ((2, 81.0), (4, -462.0), (6, 385.0), 1152.0),
+    ((3, 30375.0), (5, -369603.0), (7, 765765.0), (9, -425425.0), 414720.0),
+    (
+        (4, 4465125.0),
+        (6, -94121676.0),
+        (8, 349922430.0),
+        (10, -446185740.0),
+        (12, 185910725.0),
+        39813120.0,
+    ),
+    (
+        (5, 1519035525.0),
+        (7, -49286948607.0),
+        (9, 284499769554.0),
+        (11, -614135872350.0),
+        (13, 566098157625.0),
+        (15, -188699385875.0),
+        6688604160.0,
+    ),
+)
+
+
+def _olver_log_ive(nu: float, kappa: torch.Tensor) -> torch.Tensor:
+    """log(I_nu(kappa) e^-kappa) by Olver's expansion; ``kappa`` float64, nu >= 1."""
+    z = kappa / nu
+    root = torch.sqrt(1 + z * z)  # sqrt(1 + z^2) = 1 / p
+    p = 1 / root
+    exponent = nu * (1 / (root + z) + torch.log(z) - torch.log1p(root))
+    series = torch.ones_like(kappa)
+    for k, coefficients in enumerate(_OLVER_U, start=1):
+        *terms, denominator = coefficients
+        u_k = sum(c * p**power for power, c in terms) / denominator
+        series = series + u_k / nu**k
+    return exponent - 0.5 * math.log(2 * math.pi * nu) + 0.5 * torch.log(p) + torch.log(series)
+
+
+def _log_ive_and_ratio(nu: float, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log ive(nu, kappa), I_{nu+1}(kappa) / I_nu(kappa)) in float64."""
+    kappa = kappa.double().clamp_min(SMALLEST_KAPPA)
+    steps = max(0, math.ceil(OLVER_MIN_ORDER - nu))
+    top = nu + steps
+    log_top = _olver_log_ive(top, kappa)
+    ratio = torch.exp(_olver_log_ive(top + 1, kappa) - log_top)  # R_top
+    log_value = log_top
+    for j in range(steps - 1, -1, -1):  # orders top-1, ..., nu
+        ratio = 1 / (2 * (nu + j + 1) / kappa + ratio)  # R_{nu+j}
+        log_value = log_value - torch.log(ratio)
+    return log_value, ratio
+
+
+class _LogIve(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kappa, nu):
+        log_value, ratio = _log_ive_and_ratio(nu, kappa)
+        ctx.nu = nu
+        ctx.save_for_backward(kappa, ratio)
+        return log_value.to(kappa.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        kappa, ratio = ctx.saved_tensors
+        k = kappa.double().clamp_min(SMALLEST_KAPPA)
+        derivative = ratio + ctx.nu / k - 1
+        return grad * derivative.to(grad.dtype), None
+
+
+class _Ratio(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, kappa, nu):
+        _, ratio = _log_ive_and_ratio(nu, kappa)
+        ctx.nu = nu
+        ctx.save_for_backward(kappa, ratio)
+        return ratio.to(kappa.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        kappa, ratio = ctx.saved_tensors
+        k = kappa.double().clamp_min(SMALLEST_KAPPA)
+        derivative = 1 - ratio * ratio - (2 * ctx.nu + 1) * ratio / k
+        return grad * derivative.to(grad.dtype), None
+
+
+def _check_order(nu: float) -> float:
+    nu = float(nu)
+    if not nu >= 0:
+        raise ValueError(f"the Bessel order must be >= 0, got {nu}")
+    return nu
+
+
+def log_ive(nu: float, kappa: torch.Tensor) -> torch.Tensor:
+    """``log(I_nu(kappa) exp(-kappa))`` elementwise, differentiable in ``kappa``.
+
+    Args:
+        nu: order >= 0 (a Python number).
+        kappa: argument > 0, any shape and floating dtype (values below 1e-30 are clamped).
+    """
+    return _LogIve.apply(kappa, _check_order(nu))
+
+
+def log_iv(nu: float, kappa: torch.Tensor) -> torch.Tensor:
+    """``log I_nu(kappa)`` = ``log_ive(nu, kappa) + kappa``."""
+    return log_ive(nu, kappa) + kappa
+
+
+def bessel_ratio(nu: float, kappa: torch.Tensor) -> torch.Tensor:
+    """``I_{nu+1}(kappa) / I_nu(kappa)`` elementwise, in (0, 1), differentiable in ``kappa``.
+
+    For the von Mises-Fisher distribution on S^{d-1}, ``A_d(kappa) = bessel_ratio(d/2 - 1,
+    kappa)`` is the mean resultant length E[mu^T z].
+    """
+    return _Ratio.apply(kappa, _check_order(nu))

@@ -1,0 +1,218 @@
+"""The von Mises-Fisher distribution on S^{d-1}, reparameterized with unbiased gradients.
+
+Density, for unit vectors z in R^d, mean direction mu (unit) and concentration kappa > 0::
+
+    p(z) = C_d(kappa) exp(kappa mu^T z),
+    log C_d(kappa) = nu log kappa - (d/2) log 2 pi - log I_nu(kappa),   nu = d/2 - 1.
+
+Sampling (Wood 1994): the component w = mu^T z has density proportional to
+``exp(kappa w) (1 - w^2)^((d-3)/2)`` on [-1, 1]; it is drawn by rejection from a
+Beta((d-1)/2, (d-1)/2) proposal (closed form for d = 3), then z = H(mu) (w, sqrt(1-w^2) v)
+with v uniform on S^{d-2}. The rejection step draws ``PROPOSALS`` candidates at once and
+keeps the first accepted one: no loop on the host, no synchronisation; if none is accepted
+(probability below 1e-30 per draw, see the tests) it raises rather than return an
+unaccepted sample.
+
+Gradients. Differentiating through the accepted Wood sample is biased (13 % low at d=5,
+kappa=2; REFERENCES). Here w gets its implicit reparameterization gradient (Figurnov et
+al. 2018), the exact derivative of the inverse CDF w = F^{-1}(U; kappa)::
+
+    dw/dkappa = -(dF(w; kappa)/dkappa) / f(w; kappa)
+              = int_w^1 (t - A_d(kappa)) f(t) dt / f(w),      A_d = E[w] = I_{d/2} / I_{d/2-1}
+
+evaluated by Gauss-Legendre quadrature in float64 over a window around the mode of the
+integrand (after the substitution t = 1 - u^2, which removes the endpoint singularity of
+d = 2 and resolves concentrated posteriors). Gradients with respect to mu flow through
+the Householder map. So the distribution is fully reparameterized and works with every
+Pyro ELBO, including ``TraceMeanField_ELBO`` with the closed-form KL to the uniform prior.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cache
+
+import numpy as np
+import torch
+from pyro.distributions import TorchDistribution, constraints
+from torch.distributions.utils import broadcast_all
+
+from .bessel import bessel_ratio, log_ive
+from .sphere import around_e1, reflect_onto, tangent_directions
+
+PROPOSALS = 48  # candidates per draw; the acceptance rate is >= 0.5 everywhere (tested)
+QUADRATURE_NODES = 64
+WINDOW_WIDTHS = 12.0  # integrate within this many curvature widths of the integrand's mode
+
+
+def fail_unless(condition: torch.Tensor, message: str) -> None:
+    """Raise if ``condition`` (a bool tensor) is False, without a host sync on CUDA (the
+    check runs asynchronously on the device there)."""
+    if condition.is_cuda:
+        torch._assert_async(condition, message)
+    elif not bool(condition):
+        raise RuntimeError(message)
+
+
+@cache
+def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.polynomial.legendre.leggauss(n)
+
+
+def _nodes(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, w = _gauss_legendre(QUADRATURE_NODES)
+    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64, device=like.device)  # noqa: E731
+    return as_tensor(x), as_tensor(w)
+
+
+def implicit_w_gradient(one_minus_w: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:
+    """dw/dkappa for the mean-direction component w of a vMF draw, in float64.
+
+    With t = 1 - u^2 and alpha = (d - 3)/2 the integrand of ``int_w^1 (t - A) f(t)/f(w) dt``
+    becomes ``(1 - u^2 - A) * 2 exp(psi(u) - psi_w)`` on u in [0, sqrt(1 - w)], where
+    ``psi(u) = -kappa u^2 + (2 alpha + 1) log u + alpha log(2 - u^2)`` is concave for
+    d >= 3; the window spans ``WINDOW_WIDTHS`` curvature widths around its mode.
+    """
+    kappa = kappa.double()
+    alpha = (dim - 3) / 2
+    a = bessel_ratio(dim / 2 - 1, kappa)
+    u_w = torch.sqrt(one_minus_w.double().clamp_min(1e-300))
+
+    # Mode y* = u*^2 of psi: the root in (0, 2) of 2k y^2 - (4k + 4 alpha + 1) y + 2(2 alpha + 1).
+    b = 4 * kappa + 4 * alpha + 1
+    y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt((b * b - 16 * kappa * (2 * alpha + 1))))
+    u_mode = y_mode.sqrt()
+    curvature = 2 * kappa + alpha * (4 + 2 * y_mode) / (2 - y_mode) ** 2
+    if dim > 2:
+        curvature = curvature + (2 * alpha + 1) / y_mode
+    width = WINDOW_WIDTHS / curvature.clamp_min(1e-12).sqrt()
+    low = (torch.minimum(u_w, u_mode) - width).clamp_min(0)
+    high = torch.minimum(u_w, u_mode + width)
+    high = torch.maximum(high, low)
+
+    x, weights = _nodes(kappa)
+    half = (high - low) / 2
+    u = low.unsqueeze(-1) + half.unsqueeze(-1) * (x + 1)  # (..., nodes)
+    uw, k = u_w.unsqueeze(-1), kappa.unsqueeze(-1)
+    log_ratio = -k * (u * u - uw * uw) + alpha * (torch.log(2 - u * u) - torch.log(2 - uw * uw))
+    if dim > 2:
+        log_ratio = log_ratio + (2 * alpha + 1) * torch.log(u) - 2 * alpha * torch.log(uw)
+    else:  # (2 alpha + 1) = 0 and 2u (u/u_w)^(2 alpha) = 2 u_w
+        log_ratio = log_ratio + torch.log(uw)
+    integrand = (1 - u * u - a.unsqueeze(-1)) * 2 * torch.exp(log_ratio.clamp_max(700))
+    return half * (integrand * weights).sum(-1)
+
+
+class _ImplicitOneMinusW(torch.autograd.Function):
+    """Identity on ``1 - w`` in the forward pass; d(1 - w)/dkappa = -dw/dkappa backward."""
+
+    @staticmethod
+    def forward(ctx, one_minus_w, kappa, dim):
+        ctx.dim = dim
+        ctx.save_for_backward(one_minus_w, kappa)
+        return one_minus_w.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        one_minus_w, kappa = ctx.saved_tensors
+        dw = implicit_w_gradient(one_minus_w, kappa.detach(), ctx.dim)
+        return None, (-grad.double() * dw).to(kappa.dtype), None
+
+
+def _wood_one_minus_w(kappa: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 - w for w drawn from the vMF's mean-direction marginal; ``kappa`` float64."""
+    if dim == 3:  # inverse CDF in closed form: w = 1 + log(u + (1 - u) e^{-2 kappa}) / kappa
+        u = torch.rand_like(kappa)
+        return -torch.log1p((1 - u) * torch.expm1(-2 * kappa)) / kappa
+    m = dim - 1
+    b = m / (2 * kappa + torch.sqrt(4 * kappa * kappa + m * m))  # rationalised: no 0 at d=3
+    x0 = (1 - b) / (1 + b)
+    c = kappa * x0 + m * torch.log(1 - x0 * x0)
+    shape = (PROPOSALS, *kappa.shape)
+    half = torch.full(shape, m / 2, dtype=torch.float64, device=kappa.device)
+    eps = torch.distributions.Beta(half, half).sample()
+    denominator = 1 - (1 - b) * eps
+    one_minus_w = 2 * b * eps / denominator  # 1 - (1 - (1 + b) eps) / denominator, exactly
+    w = 1 - one_minus_w
+    log_u = torch.log(torch.rand(shape, dtype=torch.float64, device=kappa.device))
+    accepted = kappa * w + m * torch.log1p(-x0 * w) - c >= log_u
+    fail_unless(
+        accepted.any(0).all(),
+        f"von Mises-Fisher sampler: no proposal accepted in {PROPOSALS} (kappa out of range?)",
+    )
+    first = accepted.to(torch.int8).argmax(0, keepdim=True)
+    return one_minus_w.gather(0, first).squeeze(0)
+
+
+class VonMisesFisher(TorchDistribution):
+    """vMF(mu, kappa) on S^{d-1}; see the module docstring for the math.
+
+    Args:
+        loc: mean direction mu, unit vectors of shape ``(*batch, d)``, d >= 2.
+        concentration: kappa > 0, shape broadcastable to ``batch``.
+    """
+
+    arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
+    support = constraints.sphere
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, concentration, validate_args=None):
+        if loc.dim() < 1 or loc.shape[-1] < 2:
+            raise ValueError(f"loc must have a last dimension d >= 2, got shape {loc.shape}")
+        concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
+        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
+        self.loc = loc.expand(*batch_shape, loc.shape[-1])
+        self.concentration = concentration.expand(batch_shape)
+        self.dim = loc.shape[-1]
+        super().__init__(batch_shape, loc.shape[-1:], validate_args)
+
+    @property
+    def order(self) -> float:
+        """nu = d/2 - 1, the order of the Bessel function in the normaliser."""
+        return self.dim / 2 - 1
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return VonMisesFisher(
+            self.loc.expand(batch_shape + self.event_shape),
+            self.concentration.expand(batch_shape),
+            validate_args=False,
+        )
+
+    def rsample(self, sample_shape=torch.Size()):
+        shape = torch.Size(sample_shape) + self.batch_shape
+        kappa = self.concentration.expand(shape)
+        with torch.no_grad():
+            one_minus_w = _wood_one_minus_w(kappa.detach().double(), self.dim)
+        one_minus_w = _ImplicitOneMinusW.apply(one_minus_w, kappa.double(), self.dim)
+        v = tangent_directions(shape, self.dim, self.loc)
+        z = around_e1(one_minus_w.to(self.loc.dtype), v)
+        return reflect_onto(self.loc.expand(shape + self.event_shape), z)
+
+    def _log_normalizer(self) -> torch.Tensor:
+        """log C_d(kappa) + kappa (so log p = kappa (mu^T z - 1) + this), float64."""
+        kappa = self.concentration.double()
+        nu = self.order
+        return nu * torch.log(kappa) - self.dim / 2 * math.log(2 * math.pi) - log_ive(nu, kappa)
+
+    def log_prob(self, value):
+        if self._validate_args:
+            self._validate_sample(value)
+        cosine = (self.loc * value).sum(-1)
+        kappa = self.concentration
+        return (kappa * (cosine - 1)).double().add(self._log_normalizer()).to(value.dtype)
+
+    @property
+    def mean_resultant_length(self) -> torch.Tensor:
+        """A_d(kappa) = E[mu^T z] = I_{d/2}(kappa) / I_{d/2-1}(kappa)."""
+        return bessel_ratio(self.order, self.concentration)
+
+    @property
+    def mean(self):
+        return self.mean_resultant_length.unsqueeze(-1) * self.loc
+
+    def entropy(self):
+        """H = -E[log p] = kappa (1 - A_d(kappa)) - (log C_d(kappa) + kappa), nats."""
+        kappa = self.concentration.double()
+        a = bessel_ratio(self.order, kappa)
+        return (kappa * (1 - a) - self._log_normalizer()).to(self.loc.dtype)
