@@ -44,7 +44,7 @@ class HypersphericalUniform(TorchDistribution):
             self.dim, batch_shape, dtype=self._anchor.dtype, device=self._anchor.device
         )
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         shape = self._extended_shape(sample_shape)
         z = torch.randn(shape, dtype=self._anchor.dtype, device=self._anchor.device)
         return z / z.norm(dim=-1, keepdim=True)

@@ -90,7 +90,7 @@ class SharedComponentMixture(TorchDistribution):
         result = torch.logsumexp(log_probs, -1)
         return result.expand(torch.broadcast_shapes(result.shape, self.batch_shape))
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape
         with torch.no_grad():
             index = torch.distributions.Categorical(logits=self.log_weights).sample(shape)

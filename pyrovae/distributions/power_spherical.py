@@ -57,7 +57,7 @@ class PowerSpherical(TorchDistribution):
         beta = (self.dim - 1) / 2
         return self.concentration.double() + beta, beta
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape
         alpha, beta = self._alpha_beta()
         concentrations = torch.stack([alpha, torch.full_like(alpha, beta)], -1)

@@ -35,7 +35,6 @@ from functools import cache
 import numpy as np
 import torch
 from pyro.distributions import TorchDistribution, constraints
-from torch.distributions.utils import broadcast_all
 
 from .bessel import bessel_ratio, log_ive
 from .sphere import around_e1, reflect_onto, tangent_directions
@@ -80,7 +79,7 @@ def implicit_w_gradient(one_minus_w: torch.Tensor, kappa: torch.Tensor, dim: int
 
     # Mode y* = u*^2 of psi: the root in (0, 2) of 2k y^2 - (4k + 4 alpha + 1) y + 2(2 alpha + 1).
     b = 4 * kappa + 4 * alpha + 1
-    y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt((b * b - 16 * kappa * (2 * alpha + 1))))
+    y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt(b * b - 16 * kappa * (2 * alpha + 1)))
     u_mode = y_mode.sqrt()
     curvature = 2 * kappa + alpha * (4 + 2 * y_mode) / (2 - y_mode) ** 2
     if dim > 2:
@@ -179,7 +178,7 @@ class VonMisesFisher(TorchDistribution):
             validate_args=False,
         )
 
-    def rsample(self, sample_shape=torch.Size()):
+    def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape
         kappa = self.concentration.expand(shape)
         with torch.no_grad():
