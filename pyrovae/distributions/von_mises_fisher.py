@@ -78,10 +78,17 @@ def implicit_w_gradient(one_minus_w: torch.Tensor, kappa: torch.Tensor, dim: int
     u_w = torch.sqrt(one_minus_w.double().clamp_min(1e-300))
 
     # Mode y* = u*^2 of psi: the root in (0, 2) of 2k y^2 - (4k + 4 alpha + 1) y + 2(2 alpha + 1).
-    b = 4 * kappa + 4 * alpha + 1
-    y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt(b * b - 16 * kappa * (2 * alpha + 1)))
+    # For d = 2 the mode is u = 0; for d = 3 and kappa < 1/4 it is the boundary u = sqrt(2).
+    if dim == 2:
+        y_mode = torch.zeros_like(kappa)
+    else:
+        b = 4 * kappa + 4 * alpha + 1
+        y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt(b * b - 16 * kappa * (2 * alpha + 1)))
+        y_mode = y_mode.clamp_max(2)
     u_mode = y_mode.sqrt()
-    curvature = 2 * kappa + alpha * (4 + 2 * y_mode) / (2 - y_mode) ** 2
+    curvature = 2 * kappa
+    if alpha != 0:
+        curvature = curvature + alpha * (4 + 2 * y_mode) / (2 - y_mode).clamp_min(1e-12) ** 2
     if dim > 2:
         curvature = curvature + (2 * alpha + 1) / y_mode
     width = WINDOW_WIDTHS / curvature.clamp_min(1e-12).sqrt()
