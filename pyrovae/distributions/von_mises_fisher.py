@@ -21,8 +21,8 @@ al. 2018), the exact derivative of the inverse CDF w = F^{-1}(U; kappa)::
               = int_w^1 (t - A_d(kappa)) f(t) dt / f(w),      A_d = E[w] = I_{d/2} / I_{d/2-1}
 
 evaluated by Gauss-Legendre quadrature in float64 over a window around the mode of the
-integrand (after the substitution t = 1 - u^2, which removes the endpoint singularity of
-d = 2 and resolves concentrated posteriors). Gradients with respect to mu flow through
+integrand (after the substitution t = 1 - u^2, which resolves concentrated posteriors; over the
+angle for d = 2). Gradients with respect to mu flow through
 the Householder map. So the distribution is fully reparameterized and works with every
 Pyro ELBO, including ``TraceMeanField_ELBO`` with the closed-form KL to the uniform prior.
 """
@@ -70,27 +70,25 @@ def implicit_w_gradient(one_minus_w: torch.Tensor, kappa: torch.Tensor, dim: int
     With t = 1 - u^2 and alpha = (d - 3)/2 the integrand of ``int_w^1 (t - A) f(t)/f(w) dt``
     becomes ``(1 - u^2 - A) * 2 exp(psi(u) - psi_w)`` on u in [0, sqrt(1 - w)], where
     ``psi(u) = -kappa u^2 + (2 alpha + 1) log u + alpha log(2 - u^2)`` is concave for
-    d >= 3; the window spans ``WINDOW_WIDTHS`` curvature widths around its mode.
+    d >= 3; the window spans ``WINDOW_WIDTHS`` curvature widths around its mode. d = 2
+    (the circle) integrates over the angle instead (:func:`_circle_w_gradient`).
     """
     kappa = kappa.double()
     alpha = (dim - 3) / 2
     a = bessel_ratio(dim / 2 - 1, kappa)
     u_w = torch.sqrt(one_minus_w.double().clamp_min(1e-300))
+    if dim == 2:
+        return _circle_w_gradient(u_w, kappa, a)
 
     # Mode y* = u*^2 of psi: the root in (0, 2) of 2k y^2 - (4k + 4 alpha + 1) y + 2(2 alpha + 1).
-    # For d = 2 the mode is u = 0; for d = 3 and kappa < 1/4 it is the boundary u = sqrt(2).
-    if dim == 2:
-        y_mode = torch.zeros_like(kappa)
-    else:
-        b = 4 * kappa + 4 * alpha + 1
-        y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt(b * b - 16 * kappa * (2 * alpha + 1)))
-        y_mode = y_mode.clamp_max(2)
+    # For d = 3 and kappa < 1/4 the mode is on the boundary u = sqrt(2) (t = -1).
+    b = 4 * kappa + 4 * alpha + 1
+    y_mode = 4 * (2 * alpha + 1) / (b + torch.sqrt(b * b - 16 * kappa * (2 * alpha + 1)))
+    y_mode = y_mode.clamp_max(2)
     u_mode = y_mode.sqrt()
-    curvature = 2 * kappa
+    curvature = 2 * kappa + (2 * alpha + 1) / y_mode
     if alpha != 0:
         curvature = curvature + alpha * (4 + 2 * y_mode) / (2 - y_mode).clamp_min(1e-12) ** 2
-    if dim > 2:
-        curvature = curvature + (2 * alpha + 1) / y_mode
     width = WINDOW_WIDTHS / curvature.clamp_min(1e-12).sqrt()
     low = (torch.minimum(u_w, u_mode) - width).clamp_min(0)
     high = torch.minimum(u_w, u_mode + width)
@@ -101,12 +99,29 @@ def implicit_w_gradient(one_minus_w: torch.Tensor, kappa: torch.Tensor, dim: int
     u = low.unsqueeze(-1) + half.unsqueeze(-1) * (x + 1)  # (..., nodes)
     uw, k = u_w.unsqueeze(-1), kappa.unsqueeze(-1)
     log_ratio = -k * (u * u - uw * uw) + alpha * (torch.log(2 - u * u) - torch.log(2 - uw * uw))
-    if dim > 2:
-        log_ratio = log_ratio + (2 * alpha + 1) * torch.log(u) - 2 * alpha * torch.log(uw)
-    else:  # (2 alpha + 1) = 0 and 2u (u/u_w)^(2 alpha) = 2 u_w
-        log_ratio = log_ratio + torch.log(uw)
+    log_ratio = log_ratio + (2 * alpha + 1) * torch.log(u) - 2 * alpha * torch.log(uw)
     integrand = (1 - u * u - a.unsqueeze(-1)) * 2 * torch.exp(log_ratio.clamp_max(700))
     return half * (integrand * weights).sum(-1)
+
+
+def _circle_w_gradient(u_w: torch.Tensor, kappa: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """d = 2: with t = cos(theta) the integral is smooth at both ends::
+
+    int_0^theta_w (cos theta - A) exp(kappa (cos theta - w)) dtheta * sin(theta_w),
+
+    theta_w = arccos(w) = 2 asin(u_w / sqrt 2); the window spans ``WINDOW_WIDTHS`` widths
+    1/sqrt(kappa) of the mode theta = 0."""
+    theta_w = 2 * torch.asin((u_w / math.sqrt(2)).clamp_max(1))
+    high = torch.minimum(theta_w, WINDOW_WIDTHS / kappa.sqrt())
+    x, weights = _nodes(kappa)
+    half = high / 2
+    theta = half.unsqueeze(-1) * (x + 1)
+    # cos(theta) - w = 2 (sin^2(theta_w / 2) - sin^2(theta / 2)): no cancellation near 0
+    gap = 2 * (torch.sin(theta_w / 2).unsqueeze(-1) ** 2 - torch.sin(theta / 2) ** 2)
+    integrand = (torch.cos(theta) - a.unsqueeze(-1)) * torch.exp(
+        (kappa.unsqueeze(-1) * gap).clamp_max(700)
+    )
+    return half * (integrand * weights).sum(-1) * torch.sin(theta_w)
 
 
 class _ImplicitOneMinusW(torch.autograd.Function):
