@@ -21,7 +21,7 @@ $(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
 
 run: $(VENV)/.installed
 	MPLBACKEND=Agg $(BIN)/pyrovae compare --dataset digits \
-	    --guides diagonal,full,lowrank,mixture,flow --prior standard \
+	    --guides diagonal,full,lowrank,mixture,flow --priors standard \
 	    --likelihood bernoulli --latent-dim 10 --epochs 100 --device cpu \
 	    --no-progress --out runs/compare
 

@@ -13,7 +13,14 @@ family          q(z | x)                                       outputs per point
 ``lowrank``     N(mu, W W^T + diag(D)), W of rank r            d(r+2)
 ``mixture``     sum_k pi_k N(mu_k, diag(sigma_k^2))            K(2d+1)
 ``flow``        IAF_T o ... o IAF_1 applied to N(mu, diag)      2d(1+T)
+``vmf``         von Mises-Fisher(mu, kappa) on S^{d-1}          d+1
+``power-sph..`` PowerSpherical(mu, kappa) on S^{d-1}            d+1
+``dirichlet``   Dirichlet(alpha) on the simplex                 d
 ==============  =============================================  =================
+
+Each head declares ``support`` (``real_vector``, ``sphere`` or ``simplex``); registering a
+family records it in :mod:`pyrovae.supports`, so a guide is never paired with a prior on
+another space.
 
 Positive quantities use ``softplus(...) + min_scale`` on a soft-clamped input, so every
 head is valid (positive definite, finite) for ANY encoder output.
@@ -21,15 +28,35 @@ head is valid (positive definite, finite) for ANY encoder output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from pyro.distributions.transforms import conditional_affine_autoregressive
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyrovae import supports
+from pyrovae.distributions import PowerSpherical, VonMisesFisher
+from pyrovae.distributions.sphere import unit_directions
+from pyrovae.options import builder_options, check_options
+
 MAX_RAW = 15.0  # scales stay in [min_scale, ~15]: far wider than any posterior under N(0, I)
+SIZES = ("in_features", "latent_dim")
+FAMILIES: dict[str, type] = {}
+
+
+def register_family(name: str):
+    """Decorator registering a head class under ``name`` and recording its support (then
+    every registry-parametrised test and ``--guide name`` pick it up)."""
+
+    def decorator(cls):
+        FAMILIES[name] = cls
+        supports.record("guide family", name, cls.support)
+        return cls
+
+    return decorator
 
 
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
@@ -37,9 +64,10 @@ def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
     return bound * torch.tanh(x / bound)
 
 
-def positive(raw: torch.Tensor, min_scale: float) -> torch.Tensor:
-    """A positive scale ``softplus(soft_clamp(raw)) + min_scale`` in ``[min_scale, ~15]``."""
-    return softplus(soft_clamp(raw, MAX_RAW)) + min_scale
+def positive(raw: torch.Tensor, min_scale: float, bound: float = MAX_RAW) -> torch.Tensor:
+    """A positive ``softplus(soft_clamp(raw, bound)) + min_scale`` in
+    ``[min_scale, ~bound + min_scale]``."""
+    return softplus(soft_clamp(raw, bound)) + min_scale
 
 
 class GuideHead(nn.Module):
@@ -48,6 +76,7 @@ class GuideHead(nn.Module):
     counts the distribution parameters emitted per data point."""
 
     outputs_per_datapoint: int
+    support = constraints.real_vector
 
     def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-3):
         super().__init__()
@@ -66,6 +95,7 @@ class GuideHead(nn.Module):
         raise NotImplementedError
 
 
+@register_family("diagonal")
 class DiagonalNormalHead(GuideHead):
     """q(z | x) = N(mu(x), diag(sigma(x)^2)) as ``Normal(loc, scale).to_event(1)``."""
 
@@ -78,6 +108,7 @@ class DiagonalNormalHead(GuideHead):
         return dist.Normal(loc, positive(raw_scale, self.min_scale)).to_event(1)
 
 
+@register_family("full")
 class FullCovarianceHead(GuideHead):
     """q(z | x) = N(mu(x), L(x) L(x)^T) as ``MultivariateNormal(loc, scale_tril=L)``.
 
@@ -109,6 +140,7 @@ class FullCovarianceHead(GuideHead):
         return dist.MultivariateNormal(loc, scale_tril=scale_tril)
 
 
+@register_family("lowrank")
 class LowRankHead(GuideHead):
     """q(z | x) = N(mu, W W^T + diag(D)) as ``LowRankMultivariateNormal`` with W of shape
     ``(d, rank)``; d(rank+2) outputs per data point.
@@ -141,6 +173,7 @@ class LowRankHead(GuideHead):
         return dist.LowRankMultivariateNormal(loc, cov_factor, cov_diag)
 
 
+@register_family("mixture")
 class MixtureHead(GuideHead):
     """q(z | x) = sum_k pi_k(x) N(mu_k(x), diag(sigma_k(x)^2)) with pathwise gradients
     (``MixtureOfDiagNormals``, Jankowiak & Karaletsos 2019); K(2d+1) outputs per point."""
@@ -164,6 +197,7 @@ class MixtureHead(GuideHead):
         )
 
 
+@register_family("flow")
 class FlowHead(GuideHead):
     """q(z | x): a diagonal Normal base N(mu(x), diag(sigma(x)^2)) pushed through
     ``num_flows`` inverse-autoregressive affine flows conditioned on the encoder features
@@ -196,28 +230,84 @@ class FlowHead(GuideHead):
         return dist.TransformedDistribution(base, [f.condition(features) for f in self.flows])
 
 
-FAMILIES: dict[str, Callable[..., GuideHead]] = {
-    "diagonal": DiagonalNormalHead,
-    "full": FullCovarianceHead,
-    "lowrank": LowRankHead,
-    "mixture": MixtureHead,
-    "flow": FlowHead,
-}
+class _SphericalHead(GuideHead):
+    """q(z | x) on S^{d-1}: mean direction ``mu = raw[:d] / |raw[:d]|`` and concentration
+    ``kappa = softplus(soft_clamp(raw[d], max_concentration)) + min_concentration``; d+1
+    outputs per point. ``min_concentration = 1`` follows the hyperspherical VAE, where it
+    keeps posteriors from collapsing onto the uniform prior."""
+
+    support = constraints.sphere
+    distribution: type
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        min_concentration: float = 1.0,
+        max_concentration: float = 1e4,
+    ):
+        super().__init__(in_features, latent_dim)
+        if latent_dim < 2:
+            raise ValueError(f"a spherical guide needs latent_dim >= 2, got {latent_dim}")
+        self.min_concentration = min_concentration
+        self.max_concentration = max_concentration
+        self._build(latent_dim + 1)
+
+    def make_dist(self, raw, features):
+        direction, raw_kappa = raw.split([self.latent_dim, 1], dim=-1)
+        kappa = positive(raw_kappa.squeeze(-1), self.min_concentration, self.max_concentration)
+        return self.distribution(unit_directions(direction), kappa)
 
 
-def register_family(name: str):
-    """Decorator registering a head class under ``name`` (then every registry-parametrised
-    test and ``--guide name`` pick it up)."""
+@register_family("vmf")
+class VonMisesFisherHead(_SphericalHead):
+    """q(z | x) = vMF(mu(x), kappa(x)), reparameterized with unbiased gradients."""
 
-    def decorator(cls):
-        FAMILIES[name] = cls
-        return cls
-
-    return decorator
+    distribution = VonMisesFisher
 
 
-def make_head(name: str, in_features: int, latent_dim: int, **kwargs) -> GuideHead:
-    """Build a registered guide head by name."""
+@register_family("power-spherical")
+class PowerSphericalHead(_SphericalHead):
+    """q(z | x) = PowerSpherical(mu(x), kappa(x)) (De Cao & Aziz 2020): no rejection, no
+    Bessel functions."""
+
+    distribution = PowerSpherical
+
+
+@register_family("dirichlet")
+class DirichletHead(GuideHead):
+    """q(z | x) = Dirichlet(alpha(x)) on the simplex, alpha_i = softplus(soft_clamp(raw_i,
+    max_concentration)) + min_concentration; reparameterized (torch's implicit Gamma
+    gradients); d outputs per point."""
+
+    support = constraints.simplex
+
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        min_concentration: float = 0.05,
+        max_concentration: float = 1e3,
+    ):
+        super().__init__(in_features, latent_dim)
+        if latent_dim < 2:
+            raise ValueError(f"a Dirichlet guide needs latent_dim >= 2, got {latent_dim}")
+        self.min_concentration = min_concentration
+        self.max_concentration = max_concentration
+        self._build(latent_dim)
+
+    def make_dist(self, raw, features):
+        return dist.Dirichlet(positive(raw, self.min_concentration, self.max_concentration))
+
+
+def family_options(name: str):
+    """The user-settable options of family ``name`` (see :mod:`pyrovae.options`)."""
+    return builder_options(FAMILIES[name], skip=SIZES)
+
+
+def make_head(name: str, in_features: int, latent_dim: int, **options) -> GuideHead:
+    """Build a registered guide head by name with its keyword ``options``."""
     if name not in FAMILIES:
         raise ValueError(f"unknown guide family {name!r}; choose one of {sorted(FAMILIES)}")
-    return FAMILIES[name](in_features, latent_dim, **kwargs)
+    check_options(f"guide family {name!r}", FAMILIES[name], options, skip=SIZES)
+    return FAMILIES[name](in_features, latent_dim, **options)

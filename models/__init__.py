@@ -7,7 +7,17 @@ from .likelihoods import (
     GaussianLikelihood,
     make_likelihood,
 )
-from .priors import PRIORS, StandardNormalPrior, make_prior
+from .priors import (
+    PRIORS,
+    DirichletPrior,
+    HypersphericalUniformPrior,
+    MixtureOfGaussiansPrior,
+    StandardNormalPrior,
+    VampPrior,
+    make_prior,
+    prior_options,
+    register_prior,
+)
 from .vae import VAE, build_vae
 
 __all__ = [
@@ -15,6 +25,12 @@ __all__ = [
     "PRIORS",
     "VAE",
     "BernoulliLikelihood",
+    "DirichletPrior",
+    "HypersphericalUniformPrior",
+    "MixtureOfGaussiansPrior",
+    "VampPrior",
+    "prior_options",
+    "register_prior",
     "ContinuousBernoulliLikelihood",
     "GaussianLikelihood",
     "StandardNormalPrior",

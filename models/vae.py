@@ -11,7 +11,7 @@ Swapping the prior or the likelihood swaps only the distribution object given to
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pyro
 import torch
@@ -74,12 +74,22 @@ def build_vae(
     likelihood: str = "bernoulli",
     activation: str = "relu",
     name: str | None = None,
+    *,
+    prior_options: dict | None = None,
+    posterior: Callable | None = None,
 ) -> VAE:
-    """A VAE with an MLP decoder ``d -> hidden... -> D`` and registered prior/likelihood."""
+    """A VAE with an MLP decoder ``d -> hidden... -> D`` and registered prior/likelihood.
+
+    ``prior_options`` are the prior's keyword options (e.g. ``{"num_components": 20}`` for
+    ``"mog"``); ``posterior`` is the guide's posterior map, which the ``"vamp"`` prior needs
+    (``posterior=guide.posterior``).
+    """
     decoder = mlp(latent_dim, list(reversed(hidden)), data_dim, activation)
     return VAE(
         decoder,
-        make_prior(prior, latent_dim),
+        make_prior(
+            prior, latent_dim, data_dim=data_dim, posterior=posterior, **(prior_options or {})
+        ),
         make_likelihood(likelihood, data_dim),
         data_dim,
         latent_dim,

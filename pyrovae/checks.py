@@ -12,6 +12,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
+from pyrovae import supports
 from pyrovae.data import DataSplits, check_data
 
 PROBE_ROWS = 8
@@ -47,7 +48,8 @@ def observed_sites(trace) -> list[str]:
 def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
     """Raise ``ValueError`` naming the problem and the fix if ``model``/``guide`` cannot
     train on ``data``: NaN/Inf/empty data, a feature count the model does not take, latent
-    site names that differ between guide and model, data outside the likelihood's support.
+    site names that differ between guide and model, a prior and a guide on different
+    spaces (:func:`check_supports`), data outside the likelihood's support.
     """
     for split in ("train", "validation", "test"):
         tensor = getattr(data, split)
@@ -81,6 +83,7 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
             f"only in guide: {sorted(guide_latents - model_latents)}). "
             "Give every latent pyro.sample in the model a site of the same name in the guide."
         )
+    check_supports(guide_trace, model_trace)
     if not observed_sites(model_trace):
         raise ValueError(
             "the model has no observed site: pass the data with pyro.sample(..., obs=x)"
@@ -101,6 +104,19 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
                     f"likelihood at site {name!r} ({support}; first rows {bad[:5].tolist()})."
                     f"{hint} Or change the likelihood (e.g. 'gaussian' or 'continuous-bernoulli')."
                 )
+
+
+def check_supports(guide_trace, model_trace) -> None:
+    """Raise ``ValueError`` if a latent site's prior and guide distributions live on
+    different spaces (e.g. a vMF guide against a N(0, I) prior), naming the compatible
+    priors and guide families."""
+    for name in latent_sites(guide_trace):
+        if name not in model_trace.nodes:
+            continue
+        prior = supports.support_name(model_trace.nodes[name]["fn"].support)
+        guide = supports.support_name(guide_trace.nodes[name]["fn"].support)
+        if prior != guide:
+            raise ValueError(supports.mismatch_message(name, prior, guide))
 
 
 def _support_hint(model) -> str:

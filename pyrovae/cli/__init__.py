@@ -19,17 +19,7 @@ from pyrovae.train import OBJECTIVES
 
 from . import compare as compare_command
 from . import train as train_command
-
-
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v)
-    except ValueError:
-        message = f"expected comma-separated integers, got {text!r}"
-        raise argparse.ArgumentTypeError(message) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
+from .flags import add_option_flags, parse_int_tuple
 
 
 def _names(registry):
@@ -45,23 +35,33 @@ def _names(registry):
     return parse
 
 
-def add_spec_arguments(parser: argparse.ArgumentParser, guide_flag: bool = True) -> None:
+def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True) -> None:
     """Flags that fill a RunSpec (data, model, guide) and a FitConfig (training)."""
     data = parser.add_argument_group("data")
     data.add_argument("--dataset", default="digits", choices=DATASETS)
     data.add_argument("--data-dir", default=None, help="folder with IDX files")
     data.add_argument("--binarize", default="dynamic", choices=BINARIZE_MODES)
     pair = parser.add_argument_group("model and guide")
-    if guide_flag:
+    if single_pair:
         pair.add_argument("--guide", default="diagonal", choices=sorted(FAMILIES))
-    pair.add_argument("--prior", default="standard", choices=sorted(PRIORS))
+        pair.add_argument("--prior", default="standard", choices=sorted(PRIORS))
+    else:
+        pair.add_argument(
+            "--priors",
+            type=_names(PRIORS),
+            default=["standard"],
+            help="comma-separated priors; every compatible prior x guide pair is trained",
+        )
+        pair.add_argument(
+            "--guides",
+            type=_names(FAMILIES),
+            default=["diagonal", "full"],
+            help="comma-separated guide families",
+        )
     pair.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
     pair.add_argument("--latent-dim", type=int, default=10)
-    pair.add_argument("--hidden", type=_int_tuple, default=(256,), help="e.g. 300,300")
+    pair.add_argument("--hidden", type=parse_int_tuple, default=(256,), help="e.g. 300,300")
     pair.add_argument("--activation", default="relu", choices=HIDDEN_LAYERS)
-    pair.add_argument("--rank", type=int, default=2, help="lowrank guide: rank of W")
-    pair.add_argument("--components", type=int, default=3, help="mixture guide: K")
-    pair.add_argument("--flows", type=int, default=2, help="flow guide: number of IAF layers")
     fit = parser.add_argument_group("training")
     fit.add_argument("--objective", default="Trace_ELBO", choices=sorted(OBJECTIVES))
     fit.add_argument("--epochs", type=int, default=50)
@@ -73,6 +73,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, guide_flag: bool = True)
     fit.add_argument("--seed", type=int, default=0)
     fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     fit.add_argument("--no-progress", action="store_true")
+    add_option_flags(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,13 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare_parser = sub.add_parser(
         "compare", help="train and evaluate several guides", description=compare_command.__doc__
     )
-    add_spec_arguments(compare_parser, guide_flag=False)
-    compare_parser.add_argument(
-        "--guides",
-        type=_names(FAMILIES),
-        default=["diagonal", "full"],
-        help="comma-separated guide families",
-    )
+    add_spec_arguments(compare_parser, single_pair=False)
     compare_parser.add_argument(
         "--num-samples", type=int, default=5000, help="importance samples per image for log p(x)"
     )

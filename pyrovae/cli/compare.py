@@ -1,11 +1,13 @@
-"""Train several guide families on one model and budget, evaluate, and report.
+"""Train every compatible prior x guide pair on one decoder and budget, evaluate, report.
 
-For each guide: parameters, seconds per epoch, test ELBO, test log p(x) (importance
-sampling, --num-samples draws per image) with its standard error over test images,
-average KL = I(x;z) + marginal KL (ELBO surgery), active units, PSIS k-hat median and
-fraction above 0.7, median importance ESS. Writes to --out: ``report.md``, ``results.json``,
-PNG figures, one ``datatree_<guide>.nc`` (ArviZ DataTree) per guide, and each guide's
-checkpoint and history under ``<guide>/``.
+For each run (named after its guide, or ``prior+guide`` when several priors are compared):
+parameters, seconds per epoch, test ELBO, test log p(x) (importance sampling,
+--num-samples draws per image) with its standard error over test images, average KL =
+I(x;z) + marginal KL (ELBO surgery), active units, PSIS k-hat median and fraction above
+0.7, median importance ESS. Pairs whose prior and guide live on different spaces are
+skipped and listed. Writes to --out: ``report.md``, ``results.json``, PNG figures, one
+``datatree_<run>.nc`` (ArviZ DataTree) per run, and each run's checkpoint and history
+under ``<run>/``.
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ import numpy as np
 import pyro
 import torch
 
-from pyrovae import diagnostics, evaluate
+from pyrovae import diagnostics, evaluate, supports
 from pyrovae.diagnostics import plots
 from pyrovae.report import format_table
 from pyrovae.train import fit
 
-from .spec import RunSpec, save_json
+from .spec import save_json
 from .train import config_from_args, spec_from_args
 
 SHOWN = [
-    "guide",
+    "run",
     "outputs/point",
-    "guide params",
+    "params",
     "s/epoch",
     "test ELBO",
     "test log p(x)",
@@ -81,51 +83,84 @@ def evaluate_pair(model, guide, x: torch.Tensor, args: argparse.Namespace) -> Ev
     return Evaluation(row, tree, khat, ess, log_px)
 
 
+def pair_grid(priors: list[str], guides: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """(every compatible (prior, guide) pair, one line per incompatible pair saying why).
+    Refuses duplicates and a grid with no compatible pair before anything trains."""
+    for what, names in (("priors", priors), ("guides", guides)):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"--{what} lists {', '.join(repeated)} more than once")
+    pairs, skipped = [], []
+    for prior in priors:
+        for guide in guides:
+            own = supports.CATALOGUE["prior"][prior]
+            family = supports.CATALOGUE["guide family"][guide]
+            if supports.compatible(own, family):
+                pairs.append((prior, guide))
+            else:
+                skipped.append(f"{prior} x {guide} (prior on {own}, guide on {family})")
+    if not pairs:
+        raise ValueError("no compatible prior x guide pair in the grid: " + "; ".join(skipped))
+    return pairs, skipped
+
+
+def run_label(prior: str, guide: str, priors: list[str]) -> str:
+    """The guide's name when one prior is compared, else ``prior+guide``."""
+    return guide if len(priors) == 1 else f"{prior}+{guide}"
+
+
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     config = config_from_args(args)
-    rows, results, curves, pairs = [], {}, {}, {}
-    data = spec_from_args(args, guide=args.guides[0]).load_data()
-    test = data.to(config.device).split("test")
-    for name in args.guides:
-        spec: RunSpec = spec_from_args(args, guide=name)
+    pairs, skipped = pair_grid(args.priors, args.guides)
+    specs = {run_label(p, g, args.priors): spec_from_args(args, prior=p, guide=g) for p, g in pairs}
+    for spec in specs.values():
         spec.validate()
-        pyro.set_rng_seed(args.seed)  # same model initialisation for every guide
+    rows, results, curves, trained = [], {}, {}, {}
+    data = next(iter(specs.values())).load_data()
+    test = data.to(config.device).split("test")
+    for label, spec in specs.items():
+        pyro.set_rng_seed(args.seed)  # same model initialisation for every pair
         model, guide = spec.build(data.num_features)
-        save_json({"spec": spec.to_dict(), "config": config.to_dict()}, out / name / "spec.json")
-        history = fit(model, guide, data, config, checkpoint=out / name / "checkpoint.pt")
-        save_json(history.to_dict(), out / name / "history.json")
+        save_json({"spec": spec.to_dict(), "config": config.to_dict()}, out / label / "spec.json")
+        history = fit(model, guide, data, config, checkpoint=out / label / "checkpoint.pt")
+        save_json(history.to_dict(), out / label / "history.json")
         row = {
-            "guide": name,
+            "run": label,
+            "prior": spec.prior,
+            "guide": spec.guide,
             "outputs/point": guide.head.outputs_per_datapoint,
-            "guide params": evaluate.count_parameters(guide),
+            "params": evaluate.count_parameters(guide) + evaluate.count_parameters(model),
             "s/epoch": history.seconds_per_epoch,
             "KL path": history.kl_path,
         }
-        results[name] = evaluate_pair(model, guide, test, args)
-        row.update(results[name].row)
+        results[label] = evaluate_pair(model, guide, test, args)
+        row.update(results[label].row)
         rows.append(row)
-        curves[name] = history.validation_elbo
-        pairs[name] = (model, guide)
-        diagnostics.save_datatree(results[name].tree, out / f"datatree_{name}.nc")
+        curves[label] = history.validation_elbo
+        trained[label] = (model, guide)
+        diagnostics.save_datatree(results[label].tree, out / f"datatree_{label}.nc")
 
-    figures = write_figures(out, data, test, results, curves, pairs, args)
+    figures = write_figures(out, data, test, results, curves, trained, args)
     ranking = diagnostics.compare_guides(
         {n: r.log_px.cpu().numpy() for n, r in results.items()}, args.num_samples
     )[["rank", "elpd", "elpd_diff", "dse", "weight"]]
     save_json(
         {
             "rows": rows,
-            "ranking": ranking.reset_index(names="guide").to_dict("records"),
+            "ranking": ranking.reset_index(names="run").to_dict("records"),
+            "skipped": skipped,
             "settings": vars_for_json(args),
         },
         out / "results.json",
     )
-    write_report(out / "report.md", rows, ranking, figures, args, data.name)
+    write_report(out / "report.md", rows, ranking, figures, args, data.name, skipped)
     print(
-        f"{data.name}: {len(rows)} guides, {args.epochs} epochs, {args.objective}; "
+        f"{data.name}: {len(rows)} runs, {args.epochs} epochs, {args.objective}; "
         f"nats per data point; test log p(x) from {args.num_samples} importance samples"
     )
+    for line in skipped:
+        print(f"skipped (incompatible supports): {line}")
     print(format_table(rows, SHOWN))
     print("ArviZ compare on summed test log p(x) (elpd_diff +/- dse, paired over images):")
     print(ranking.round(3).to_string())
@@ -156,7 +191,7 @@ def write_figures(out: Path, data, test, results, curves, pairs, args) -> list[P
                 "test images and each guide's reconstruction",
             )
         )
-        first = args.guides[0]
+        first = next(iter(pairs))
         model, guide = pairs[first]
         samples = {
             source: evaluate.sample(model, guide, 12, test, source=source).mean
@@ -177,11 +212,11 @@ def vars_for_json(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "run"}
 
 
-def write_report(path: Path, rows, ranking, figures, args, dataset: str) -> None:
+def write_report(path: Path, rows, ranking, figures, args, dataset: str, skipped=()) -> None:
     lines = [
         f"# pyrovae compare: {dataset}",
         "",
-        f"Same model and budget for every guide: prior `{args.prior}`, likelihood "
+        f"Same decoder and budget for every run: priors {', '.join(args.priors)}, likelihood "
         f"`{args.likelihood}`, d = {args.latent_dim}, hidden {list(args.hidden)}, "
         f"{args.epochs} epochs of `{args.objective}`, seed {args.seed}.",
         "All figures in nats per data point (higher log p(x) / ELBO is better).",
@@ -194,8 +229,10 @@ def write_report(path: Path, rows, ranking, figures, args, dataset: str) -> None
         "",
         format_table(rows, SHOWN, markdown=True),
         "",
-        "KL term per guide under TraceMeanField_ELBO (closed form or Monte Carlo): "
-        + ", ".join(f"{r['guide']}: {r['KL path']}" for r in rows),
+        "KL term per run under TraceMeanField_ELBO (closed form or Monte Carlo): "
+        + ", ".join(f"{r['run']}: {r['KL path']}" for r in rows),
+        "",
+        *(f"Skipped, incompatible supports: {line}" for line in skipped),
         "",
         "ArviZ `compare` on test log p(x) summed over test images (`dse` is the standard "
         "error of the paired difference to the best guide):",
@@ -203,7 +240,7 @@ def write_report(path: Path, rows, ranking, figures, args, dataset: str) -> None
         "```\n" + ranking.round(3).to_string() + "\n```",
         "",
         "Posterior correlation found (mean |off-diagonal corr| of q(z|x)): "
-        + ", ".join(f"{r['guide']}: {r['mean_abs_corr']:.3f}" for r in rows),
+        + ", ".join(f"{r['run']}: {r['mean_abs_corr']:.3f}" for r in rows),
         "",
     ]
     lines += [f"![{p.stem}]({p.name})" for p in figures]

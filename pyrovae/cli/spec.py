@@ -7,17 +7,25 @@ This is the one place that maps names to concrete models and guides (the registr
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from guides import FAMILIES, AmortizedGuide, build_guide
+from guides.families import SIZES
 from models import LIKELIHOODS, PRIORS, VAE, build_vae
+from models.priors import CONTEXT
+from pyrovae import supports
 from pyrovae.data import DATASETS, DataSplits, load_dataset
+from pyrovae.options import check_options
 
 
 @dataclass
 class RunSpec:
-    """Names and sizes that define a model/guide pair and its data."""
+    """Names, sizes and options that define a model/guide pair and its data.
+
+    ``prior_options`` / ``guide_options`` are the keyword options of the chosen prior and
+    guide family (see :func:`models.prior_options`, :func:`guides.family_options`).
+    """
 
     dataset: str = "digits"
     binarize: str = "dynamic"
@@ -28,9 +36,8 @@ class RunSpec:
     latent_dim: int = 10
     hidden: tuple[int, ...] = (256,)
     activation: str = "relu"
-    rank: int = 2
-    components: int = 3
-    flows: int = 2
+    prior_options: dict = field(default_factory=dict)
+    guide_options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -45,6 +52,8 @@ class RunSpec:
         return spec
 
     def validate(self) -> None:
+        """Names, sizes, options, and that the prior and the guide family live on the same
+        space: all checked before any data is loaded or network built."""
         for value, registry, what in (
             (self.dataset, DATASETS, "dataset"),
             (self.guide, FAMILIES, "guide"),
@@ -55,30 +64,42 @@ class RunSpec:
                 raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(registry)}")
         if self.latent_dim < 1:
             raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
-
-    def family_kwargs(self) -> dict:
-        return {
-            "lowrank": {"rank": self.rank},
-            "mixture": {"num_components": self.components},
-            "flow": {"num_flows": self.flows},
-        }.get(self.guide, {})
+        prior_support = supports.CATALOGUE["prior"][self.prior]
+        guide_support = supports.CATALOGUE["guide family"][self.guide]
+        if not supports.compatible(prior_support, guide_support):
+            raise ValueError(
+                f"prior {self.prior!r} and guide {self.guide!r} cannot be paired: "
+                + supports.mismatch_message("z", prior_support, guide_support)
+            )
+        check_options(f"prior {self.prior!r}", PRIORS[self.prior], self.prior_options, CONTEXT)
+        check_options(
+            f"guide family {self.guide!r}", FAMILIES[self.guide], self.guide_options, SIZES
+        )
 
     def load_data(self) -> DataSplits:
         return load_dataset(self.dataset, self.binarize, data_dir=self.data_dir)
 
     def build(self, data_dim: int) -> tuple[VAE, AmortizedGuide]:
-        """A fresh (model, guide) pair for data with ``data_dim`` features."""
+        """A fresh (model, guide) pair for data with ``data_dim`` features. The guide is
+        built first: a VampPrior receives its posterior map."""
         self.validate()
-        model = build_vae(
-            data_dim, self.latent_dim, self.hidden, self.prior, self.likelihood, self.activation
-        )
         guide = build_guide(
             data_dim,
             self.latent_dim,
             self.guide,
             self.hidden,
             self.activation,
-            **self.family_kwargs(),
+            **self.guide_options,
+        )
+        model = build_vae(
+            data_dim,
+            self.latent_dim,
+            self.hidden,
+            self.prior,
+            self.likelihood,
+            self.activation,
+            prior_options=self.prior_options,
+            posterior=guide.posterior,
         )
         return model, guide
 

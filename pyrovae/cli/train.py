@@ -13,23 +13,31 @@ from pyrovae.evaluate import count_parameters, posterior_correlation
 from pyrovae.report import format_table
 from pyrovae.train import FitConfig, estimate_elbo, fit
 
+from .flags import chosen_options
 from .spec import RunSpec, save_json
 
 
-def spec_from_args(args: argparse.Namespace, guide: str | None = None) -> RunSpec:
+def spec_from_args(
+    args: argparse.Namespace, prior: str | None = None, guide: str | None = None
+) -> RunSpec:
+    """The RunSpec of one pair; ``prior``/``guide`` override ``--prior``/``--guide``
+    (compare passes each pair of its grid). Options come from the generated flags."""
+    prior = prior or args.prior
+    guide = guide or args.guide
+    priors = getattr(args, "priors", None) or [prior]
+    guides = getattr(args, "guides", None) or [guide]
     return RunSpec(
         dataset=args.dataset,
         binarize=args.binarize,
         data_dir=args.data_dir,
-        guide=guide or args.guide,
-        prior=args.prior,
+        guide=guide,
+        prior=prior,
         likelihood=args.likelihood,
         latent_dim=args.latent_dim,
         hidden=args.hidden,
         activation=args.activation,
-        rank=args.rank,
-        components=args.components,
-        flows=args.flows,
+        prior_options=chosen_options(args, "prior", priors)[prior],
+        guide_options=chosen_options(args, "guide", guides)[guide],
     )
 
 
@@ -58,6 +66,7 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
     save_json(history.to_dict(), out / "history.json")
     splits = data.to(config.device)
     row = {
+        "prior": spec.prior,
         "guide": spec.guide,
         "outputs/point": guide.head.outputs_per_datapoint,
         "guide params": count_parameters(guide),

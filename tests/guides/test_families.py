@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 from guides import FAMILIES, build_guide, make_head
 from guides.families import FlowHead, FullCovarianceHead, LowRankHead, MixtureHead
 from models import build_vae
+from pyrovae import supports
 from pyrovae.distributions import draw
 from pyrovae.train import estimate_elbo, fit
 
@@ -22,7 +23,17 @@ EXPECTED_OUTPUTS = {
     "lowrank": lambda d: d * (2 + 2),  # default rank 2
     "mixture": lambda d: 3 * (2 * d + 1),  # default 3 components
     "flow": lambda d: 2 * d * (1 + 2),  # default 2 flows
+    "vmf": lambda d: d + 1,
+    "power-spherical": lambda d: d + 1,
+    "dirichlet": lambda d: d,
 }
+NEEDS_TWO_DIMENSIONS = {"flow", "vmf", "power-spherical", "dirichlet"}
+
+
+def own_prior(family: str) -> str:
+    """A registered prior on the family's own space (standard / sphere / dirichlet)."""
+    support = supports.CATALOGUE["guide family"][family]
+    return next(n for n, s in supports.CATALOGUE["prior"].items() if s == support)
 
 
 def test_every_family_has_an_expected_output_count():
@@ -32,7 +43,7 @@ def test_every_family_has_an_expected_output_count():
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("d", [1, 3, 10])
 def test_outputs_per_datapoint(family, d):
-    if family == "flow" and d == 1:
+    if family in NEEDS_TWO_DIMENSIONS and d == 1:
         with pytest.raises(ValueError, match="latent_dim >= 2"):
             make_head(family, 16, d)
         return
@@ -45,7 +56,7 @@ def test_outputs_per_datapoint(family, d):
 @pytest.mark.parametrize("objective", ["Trace_ELBO", "TraceMeanField_ELBO"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_every_family_trains_on_digits(digits, family, objective):
-    model = build_vae(64, 4, (64,))
+    model = build_vae(64, 4, (64,), prior=own_prior(family))
     guide = build_guide(64, 4, family, (64,))
     before = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
     fit(model, guide, digits, objective=objective, epochs=6, learning_rate=3e-3, progress=False)
@@ -79,6 +90,7 @@ def test_any_encoder_output_gives_a_valid_distribution(family, data):
     head = make_head(family, 6, D)
     raw = data.draw(raw_outputs(head.linear.out_features))
     q = head.make_dist(raw, torch.zeros(1, 6))
+    assert bool(q.support.check(draw(q, 4)).all())
     if isinstance(head, FullCovarianceHead):
         L = q.scale_tril
         assert torch.equal(L, torch.tril(L))
