@@ -1,6 +1,7 @@
 """Time per SVI step of each guide family relative to ``diagonal``.
 
-Same model (784-400-d decoder, Bernoulli likelihood, N(0, I) prior), same encoder, same
+Same model (784-400-d decoder, Bernoulli likelihood; N(0, I) prior, or the uniform sphere
+for vmf/power-spherical and Dirichlet(1) for dirichlet), same encoder, same
 minibatch (d = 40, batch 100 binarized Fashion-MNIST images by default; random binary
 images of that size if the Debian package is missing), TraceMeanField_ELBO (analytic KL
 where registered, Monte Carlo otherwise). Families are timed interleaved, round by round,
@@ -20,6 +21,7 @@ import pyro
 
 from guides import FAMILIES, build_guide
 from models import build_vae
+from pyrovae import supports
 from pyrovae.report import format_table
 from pyrovae.train import SVIStep
 
@@ -27,13 +29,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any di
 from common import load_batch, time_steps  # noqa: E402
 
 
+def own_prior(family: str) -> str:
+    """N(0, I) for Gaussian families; the uniform sphere / Dirichlet(1) for the others."""
+    support = supports.CATALOGUE["guide family"][family]
+    return {"real_vector": "standard", "sphere": "sphere", "simplex": "dirichlet"}[support]
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     pyro.set_rng_seed(args.seed)
     x, n_train, source = load_batch(args.batch_size, args.device)
     steps = {}
     for family in args.families:
-        model = build_vae(784, args.latent_dim, (args.hidden,)).to(args.device)
         guide = build_guide(784, args.latent_dim, family, (args.hidden,)).to(args.device)
+        model = build_vae(784, args.latent_dim, (args.hidden,), own_prior(family))
+        model = model.to(args.device)
         steps[family] = SVIStep(model, guide, args.objective, 1e-3)
     scale = n_train / args.batch_size
 

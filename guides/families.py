@@ -278,7 +278,13 @@ class PowerSphericalHead(_SphericalHead):
 class DirichletHead(GuideHead):
     """q(z | x) = Dirichlet(alpha(x)) on the simplex, alpha_i = softplus(soft_clamp(raw_i,
     max_concentration)) + min_concentration; reparameterized (torch's implicit Gamma
-    gradients); d outputs per point."""
+    gradients); d outputs per point.
+
+    ``min_concentration = 0.3``: a float32 Dirichlet coordinate underflows to 1.2e-38 with
+    probability about (1e-38)^alpha, 1 % at alpha = 0.05, and a prior density with
+    alpha_p != 1 (a VampPrior of Dirichlets) then has gradient (alpha_p - 1)/z = inf. At 0.3
+    that probability is ~4e-12 per coordinate (measured: VampPrior + Dirichlet on digits
+    diverged in 3/3 seeds at 0.05, 0/3 at 0.2 and above)."""
 
     support = constraints.simplex
 
@@ -286,7 +292,7 @@ class DirichletHead(GuideHead):
         self,
         in_features: int,
         latent_dim: int,
-        min_concentration: float = 0.05,
+        min_concentration: float = 0.3,
         max_concentration: float = 1e3,
     ):
         super().__init__(in_features, latent_dim)

@@ -41,6 +41,9 @@ class DataSplits:
     test: torch.Tensor | None
     binarize: str
     image_shape: tuple[int, int] | None = None
+    # Class labels per split (int64, shape (N,)) where the data set has them; unused in
+    # training, read by examples and clustering/semi-supervised evaluation.
+    labels: dict[str, torch.Tensor] | None = None
 
     @property
     def num_features(self) -> int:
@@ -65,6 +68,7 @@ class DataSplits:
             move(self.test),
             self.binarize,
             self.image_shape,
+            None if self.labels is None else {k: move(v) for k, v in self.labels.items()},
         )
 
     def batches(self, split: str, batch_size: int, shuffle: bool = False) -> Iterator[torch.Tensor]:
@@ -186,6 +190,22 @@ def _find_idx(directory: Path, stem: str, dataset: str) -> Path:
     raise FileNotFoundError(f"{dataset}: missing {directory / stem}[.gz]; {hint}")
 
 
+def _load_idx_labels(directory: Path, num_validation: int) -> dict[str, torch.Tensor] | None:
+    """Labels of the IDX splits, or None when the label files are absent."""
+    files = {}
+    for split, stem in (("train", "train-labels-idx1-ubyte"), ("test", "t10k-labels-idx1-ubyte")):
+        found = [p for p in (directory / f"{stem}.gz", directory / stem) if p.exists()]
+        if not found:
+            return None
+        files[split] = torch.from_numpy(read_idx(found[0]).astype(np.int64))
+    cut = len(files["train"]) - num_validation
+    return {
+        "train": files["train"][:cut],
+        "validation": files["train"][cut:],
+        "test": files["test"],
+    }
+
+
 def _load_idx_images(
     dataset: str, directory: Path, num_validation: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
@@ -221,24 +241,31 @@ def load_dataset(
     if name == "digits":
         from sklearn.datasets import load_digits
 
-        images = torch.from_numpy(load_digits().data.astype(np.float32) / 16.0)
+        digits = load_digits()
+        images = torch.from_numpy(digits.data.astype(np.float32) / 16.0)
         order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
-        images = images[order]
+        images, targets = images[order], torch.from_numpy(digits.target)[order]
         n_val = 225 if num_validation is None else num_validation
         n_test = 225
-        train, val, test = (
-            images[: -n_val - n_test],
-            images[-n_val - n_test : -n_test],
-            images[-n_test:],
+        cuts = {
+            "train": slice(None, -n_val - n_test),
+            "validation": slice(-n_val - n_test, -n_test),
+            "test": slice(-n_test, None),
+        }
+        splits = make_splits(
+            name, *(images[c] for c in cuts.values()), binarize=binarize, image_shape=(8, 8)
         )
-        return make_splits(name, train, val, test, binarize, (8, 8))
+        splits.labels = {k: targets[c] for k, c in cuts.items()}
+        return splits
     if name in ("fashion-mnist", "mnist", "idx"):
         if data_dir is None and name != "fashion-mnist":
             raise ValueError(f"dataset {name!r} reads IDX files from a folder: pass data_dir=")
         directory = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
         n_val = 10_000 if num_validation is None else num_validation
         train, val, test, shape = _load_idx_images(name, directory, n_val)
-        return make_splits(name, train, val, test, binarize, shape)
+        splits = make_splits(name, train, val, test, binarize, shape)
+        splits.labels = _load_idx_labels(directory, n_val)
+        return splits
     if name == "npz":
         if path is None:
             raise ValueError("dataset 'npz' needs path= pointing at a .npz file")

@@ -11,6 +11,7 @@ TINY = ["--rounds", "1", "--steps", "1", "--warmup", "1"]
 CHEAP_RUNS = {
     "svi_step.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
     "guide_families.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
+    "vmf_sampler.py": [*TINY, "--dims", "3", "--batch-size", "8", "--kl-batch", "8"],
 }
 
 

@@ -178,3 +178,110 @@ def test_compare_rejects_unknown_guides(capsys):
     with pytest.raises(SystemExit):
         main(["compare", "--guides", "diagonal,banana"])
     assert "banana" in capsys.readouterr().err
+
+
+# ------------------------------------------------ priors, geometries and generated flags
+
+SMALL = ["--epochs", "2", "--latent-dim", "3", "--hidden", "32", "--no-progress"]
+
+
+@pytest.mark.parametrize(
+    "prior, guide",
+    [
+        ("vamp", "diagonal"),
+        ("sphere", "vmf"),
+        ("sphere", "power-spherical"),
+        ("dirichlet", "dirichlet"),
+    ],
+)
+def test_train_swaps_the_prior_and_the_latent_geometry(prior, guide, tmp_path, capsys):
+    out = tmp_path / "run"
+    extra = ["--prior-vamp-num-pseudo-inputs", "20"] if prior == "vamp" else []
+    code = main(["train", "--prior", prior, "--guide", guide, *SMALL, *extra, "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert (results["prior"], results["guide"]) == (prior, guide)
+    assert -64 < results["test ELBO"] < 0
+
+
+def test_generated_flags_reach_the_builders(tmp_path):
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--prior",
+            "mog",
+            "--prior-mog-num-components",
+            "3",
+            "--guide",
+            "lowrank",
+            "--guide-lowrank-rank",
+            "1",
+            *SMALL,
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    spec = json.loads((out / "spec.json").read_text())["spec"]
+    assert spec["prior_options"] == {"num_components": 3}
+    assert spec["guide_options"] == {"rank": 1}
+    results = json.loads((out / "results.json").read_text())
+    assert results["outputs/point"] == 3 * (1 + 2)  # d (rank + 2)
+
+
+def test_mismatched_prior_and_guide_exit_2_listing_the_partners(capsys):
+    code = main(["train", "--prior", "standard", "--guide", "vmf", *SMALL])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "cannot be paired" in err and "Priors for a guide on sphere: sphere, vamp" in err
+
+
+def test_an_option_for_an_unused_prior_is_refused(capsys):
+    code = main(["train", "--prior", "standard", "--prior-mog-num-components", "4", *SMALL])
+    assert code == 2
+    assert "--prior-mog-num-components" in capsys.readouterr().err
+
+
+def test_compare_trains_the_compatible_grid_and_lists_the_rest(tmp_path, capsys):
+    out = tmp_path / "grid"
+    code = main(
+        [
+            "compare",
+            "--priors",
+            "standard,sphere",
+            "--guides",
+            "diagonal,vmf",
+            *SMALL,
+            "--num-samples",
+            "50",
+            "--diag-samples",
+            "50",
+            "--eval-points",
+            "30",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "skipped (incompatible supports): standard x vmf" in printed
+    results = json.loads((out / "results.json").read_text())
+    assert [r["run"] for r in results["rows"]] == ["standard+diagonal", "sphere+vmf"]
+    assert {r["run"] for r in results["ranking"]} == {"standard+diagonal", "sphere+vmf"}
+    assert (out / "datatree_sphere+vmf.nc").exists()
+
+
+def test_compare_refuses_repeated_names_before_training(capsys):
+    code = main(["compare", "--guides", "diagonal,diagonal", *SMALL])
+    assert code == 2
+    assert "more than once" in capsys.readouterr().err
+
+
+def test_readme_registry_tables_are_current():
+    from pathlib import Path
+
+    from pyrovae.cli.tables import registry_tables
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert registry_tables() in readme, "README is stale: paste the output of `pyrovae registry`"

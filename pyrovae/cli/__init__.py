@@ -18,6 +18,7 @@ from pyrovae.nn import HIDDEN_LAYERS
 from pyrovae.train import OBJECTIVES
 
 from . import compare as compare_command
+from . import tables
 from . import train as train_command
 from .flags import add_option_flags, parse_int_tuple
 
@@ -124,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare_parser.add_argument("--out", default="runs/compare", help="output folder")
     compare_parser.set_defaults(run=compare_command.run)
+    registry_parser = sub.add_parser(
+        "registry",
+        help="print the priors, guide families and their compatibility as markdown",
+        description=tables.__doc__,
+    )
+    registry_parser.set_defaults(run=tables.run)
     return parser
 
 

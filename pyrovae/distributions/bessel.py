@@ -27,6 +27,7 @@ synchronisation, finite from kappa = 1e-30 to 1e6 for nu up to thousands (where 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -59,18 +60,31 @@ _OLVER_U = (
 )
 
 
-def _olver_log_ive(nu: float, kappa: torch.Tensor) -> torch.Tensor:
-    """log(I_nu(kappa) e^-kappa) by Olver's expansion; ``kappa`` float64, nu >= 1."""
+@functools.cache
+def _olver_series_coefficients(nu: float) -> tuple[float, ...]:
+    """Coefficients c_j of sum_k U_k(p) / nu^k = sum_j c_j p^j (a polynomial in p)."""
+    degree = max(power for *terms, _ in _OLVER_U for power, _ in terms)
+    coefficients = [0.0] * (degree + 1)
+    coefficients[0] = 1.0
+    for k, (*terms, denominator) in enumerate(_OLVER_U, start=1):
+        for power, c in terms:
+            coefficients[power] += c / denominator / nu**k
+    return tuple(coefficients)
+
+
+def _olver_log_ive(orders: tuple[float, ...], kappa: torch.Tensor) -> torch.Tensor:
+    """log(I_nu(kappa) e^-kappa) for each nu in ``orders`` (all >= 1) by Olver's expansion;
+    ``kappa`` float64; result shape ``(len(orders), *kappa.shape)``."""
+    shape = (len(orders),) + (1,) * kappa.dim()
+    nu = kappa.new_tensor(orders).reshape(shape)
     z = kappa / nu
     root = torch.sqrt(1 + z * z)  # sqrt(1 + z^2) = 1 / p
     p = 1 / root
     exponent = nu * (1 / (root + z) + torch.log(z) - torch.log1p(root))
-    series = torch.ones_like(kappa)
-    for k, coefficients in enumerate(_OLVER_U, start=1):
-        *terms, denominator = coefficients
-        u_k = sum(c * p**power for power, c in terms) / denominator
-        series = series + u_k / nu**k
-    return exponent - 0.5 * math.log(2 * math.pi * nu) + 0.5 * torch.log(p) + torch.log(series)
+    coefficients = kappa.new_tensor([_olver_series_coefficients(o) for o in orders])
+    powers = p.unsqueeze(-1) ** torch.arange(coefficients.shape[-1], device=kappa.device)
+    series = (powers * coefficients.reshape(*shape, -1)).sum(-1)
+    return exponent - 0.5 * torch.log(2 * math.pi * nu) + 0.5 * torch.log(p) + torch.log(series)
 
 
 def _log_ive_and_ratio(nu: float, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,45 +92,39 @@ def _log_ive_and_ratio(nu: float, kappa: torch.Tensor) -> tuple[torch.Tensor, to
     kappa = kappa.double().clamp_min(SMALLEST_KAPPA)
     steps = max(0, math.ceil(OLVER_MIN_ORDER - nu))
     top = nu + steps
-    log_top = _olver_log_ive(top, kappa)
-    ratio = torch.exp(_olver_log_ive(top + 1, kappa) - log_top)  # R_top
-    log_value = log_top
-    for j in range(steps - 1, -1, -1):  # orders top-1, ..., nu
-        ratio = 1 / (2 * (nu + j + 1) / kappa + ratio)  # R_{nu+j}
-        log_value = log_value - torch.log(ratio)
+    log_top, log_next = _olver_log_ive((top, top + 1), kappa)
+    ratio = torch.exp(log_next - log_top)  # R_top
+    if steps == 0:
+        return log_top, ratio
+    inverse_kappa = 1 / kappa
+    ratios = []
+    for j in range(steps - 1, -1, -1):  # R_{nu+j} = 1 / (2 (nu + j + 1) / kappa + R_{nu+j+1})
+        ratio = torch.add(ratio, inverse_kappa, alpha=2 * (nu + j + 1)).reciprocal()
+        ratios.append(ratio)
+    log_value = log_top - torch.log(torch.stack(ratios)).sum(0)
     return log_value, ratio
 
 
-class _LogIve(torch.autograd.Function):
+class _LogIveAndRatio(torch.autograd.Function):
+    """(log ive(nu, kappa), R_nu(kappa)) with their closed-form derivatives in kappa."""
+
     @staticmethod
     def forward(ctx, kappa, nu):
         log_value, ratio = _log_ive_and_ratio(nu, kappa)
         ctx.nu = nu
         ctx.save_for_backward(kappa, ratio)
-        return log_value.to(kappa.dtype)
+        return log_value.to(kappa.dtype), ratio.to(kappa.dtype)
 
     @staticmethod
-    def backward(ctx, grad):
+    def backward(ctx, grad_log, grad_ratio):
         kappa, ratio = ctx.saved_tensors
         k = kappa.double().clamp_min(SMALLEST_KAPPA)
-        derivative = ratio + ctx.nu / k - 1
-        return grad * derivative.to(grad.dtype), None
-
-
-class _Ratio(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, kappa, nu):
-        _, ratio = _log_ive_and_ratio(nu, kappa)
-        ctx.nu = nu
-        ctx.save_for_backward(kappa, ratio)
-        return ratio.to(kappa.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        kappa, ratio = ctx.saved_tensors
-        k = kappa.double().clamp_min(SMALLEST_KAPPA)
-        derivative = 1 - ratio * ratio - (2 * ctx.nu + 1) * ratio / k
-        return grad * derivative.to(grad.dtype), None
+        grad = torch.zeros_like(k)
+        if grad_log is not None:
+            grad = grad + grad_log.double() * (ratio + ctx.nu / k - 1)
+        if grad_ratio is not None:
+            grad = grad + grad_ratio.double() * (1 - ratio * ratio - (2 * ctx.nu + 1) * ratio / k)
+        return grad.to(kappa.dtype), None
 
 
 def _check_order(nu: float) -> float:
@@ -126,6 +134,11 @@ def _check_order(nu: float) -> float:
     return nu
 
 
+def log_ive_and_ratio(nu: float, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_ive(nu, kappa), bessel_ratio(nu, kappa))`` from one evaluation."""
+    return _LogIveAndRatio.apply(kappa, _check_order(nu))
+
+
 def log_ive(nu: float, kappa: torch.Tensor) -> torch.Tensor:
     """``log(I_nu(kappa) exp(-kappa))`` elementwise, differentiable in ``kappa``.
 
@@ -133,7 +146,7 @@ def log_ive(nu: float, kappa: torch.Tensor) -> torch.Tensor:
         nu: order >= 0 (a Python number).
         kappa: argument > 0, any shape and floating dtype (values below 1e-30 are clamped).
     """
-    return _LogIve.apply(kappa, _check_order(nu))
+    return log_ive_and_ratio(nu, kappa)[0]
 
 
 def log_iv(nu: float, kappa: torch.Tensor) -> torch.Tensor:
@@ -147,4 +160,4 @@ def bessel_ratio(nu: float, kappa: torch.Tensor) -> torch.Tensor:
     For the von Mises-Fisher distribution on S^{d-1}, ``A_d(kappa) = bessel_ratio(d/2 - 1,
     kappa)`` is the mean resultant length E[mu^T z].
     """
-    return _Ratio.apply(kappa, _check_order(nu))
+    return log_ive_and_ratio(nu, kappa)[1]
