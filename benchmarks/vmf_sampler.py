@@ -103,6 +103,25 @@ def kl_calls(d: int, batch: int, device: str):
     return ours, reference
 
 
+def kl_row(d: int, kl_batch: int, args: argparse.Namespace) -> dict:
+    """Time KL(vMF || U) for ``kl_batch`` kappas, ours against the scipy evaluation."""
+    ours, reference = kl_calls(d, kl_batch, args.device)
+    gap = (ours().double() - reference().double()).abs().max().item()
+    t_ours, t_ref = [], []
+    timed(ours, args.warmup, args.device)
+    timed(reference, args.warmup, args.device)
+    for _ in range(args.rounds):
+        t_ours.append(timed(ours, args.steps, args.device))
+        t_ref.append(timed(reference, args.steps, args.device))
+    return {
+        "d": d,
+        "what": f"vMF KL, {kl_batch} kappas (max |diff| {gap:.1e})",
+        "ms/call": 1e3 * statistics.median(t_ours),
+        "ratio": statistics.median(t_ours) / statistics.median(t_ref),
+        "reference": f"scipy ({1e3 * statistics.median(t_ref):.3f} ms)",
+    }
+
+
 def main(args: argparse.Namespace) -> list[dict]:
     torch.manual_seed(args.seed)
     rows = []
@@ -125,30 +144,16 @@ def main(args: argparse.Namespace) -> list[dict]:
                     "reference": "normal",
                 }
             )
-        ours, reference = kl_calls(d, args.kl_batch, args.device)
-        gap = (ours().double() - reference().double()).abs().max().item()
-        t_ours, t_ref = [], []
-        timed(ours, args.warmup, args.device)
-        timed(reference, args.warmup, args.device)
-        for _ in range(args.rounds):
-            t_ours.append(timed(ours, args.steps, args.device))
-            t_ref.append(timed(reference, args.steps, args.device))
-        rows.append(
-            {
-                "d": d,
-                "what": f"vMF KL, {args.kl_batch} kappas (max |diff| {gap:.1e})",
-                "ms/call": 1e3 * statistics.median(t_ours),
-                "ratio": statistics.median(t_ours) / statistics.median(t_ref),
-                "reference": f"scipy ({1e3 * statistics.median(t_ref):.3f} ms)",
-            }
-        )
+        for kl_batch in args.kl_batch:
+            rows.append(kl_row(d, kl_batch, args))
     print(
         f"device {args.device}, batch {args.batch_size}, {args.rounds} rounds x {args.steps} "
         "calls, medians; ratio = time / reference time (lower is faster)"
     )
     print(format_table(rows))
     for row in rows:
-        print(f"ratio {row['what'].split(',')[0]} d={row['d']}: {row['ratio']:.3f}")
+        label = row["what"].split(" (")[0].replace(",", "")
+        print(f"ratio {label} d={row['d']}: {row['ratio']:.3f}")
     return rows
 
 
@@ -159,7 +164,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--dims", type=lambda s: [int(v) for v in s.split(",")], default=[10, 64])
     parser.add_argument("--batch-size", type=int, default=100, help="posteriors per call")
-    parser.add_argument("--kl-batch", type=int, default=100, help="kappas per KL call")
+    parser.add_argument(
+        "--kl-batch",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[100, 10000],
+        help="kappas per KL call (comma-separated sizes)",
+    )
     parser.add_argument("--rounds", type=int, default=15, help="interleaved timing rounds")
     parser.add_argument("--steps", type=int, default=20, help="calls per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls first")

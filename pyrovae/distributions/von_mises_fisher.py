@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
-from .bessel import bessel_ratio, log_ive
+from .bessel import bessel_ratio, log_ive_and_ratio
 from .sphere import around_e1, reflect_onto, tangent_directions
 
 PROPOSALS = 48  # candidates per draw at most; the acceptance rate is >= 0.5 (tested)
@@ -223,18 +223,22 @@ class VonMisesFisher(TorchDistribution):
         z = around_e1(one_minus_w.to(self.loc.dtype), v)
         return reflect_onto(self.loc.expand(shape + self.event_shape), z)
 
-    def _log_normalizer(self) -> torch.Tensor:
-        """log C_d(kappa) + kappa (so log p = kappa (mu^T z - 1) + this), float64."""
+    def _log_normalizer_and_ratio(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log C_d(kappa) + kappa, A_d(kappa)) in float64, from one Bessel evaluation
+        (so log p = kappa (mu^T z - 1) + the first)."""
         kappa = self.concentration.double()
         nu = self.order
-        return nu * torch.log(kappa) - self.dim / 2 * math.log(2 * math.pi) - log_ive(nu, kappa)
+        log_ive_value, ratio = log_ive_and_ratio(nu, kappa)
+        log_normalizer = nu * torch.log(kappa) - self.dim / 2 * math.log(2 * math.pi)
+        return log_normalizer - log_ive_value, ratio
 
     def log_prob(self, value):
         if self._validate_args:
             self._validate_sample(value)
         cosine = (self.loc * value).sum(-1)
-        kappa = self.concentration
-        return (kappa * (cosine - 1)).double().add(self._log_normalizer()).to(value.dtype)
+        log_normalizer, _ = self._log_normalizer_and_ratio()
+        log_kernel = self.concentration * (cosine - 1)
+        return (log_kernel.double() + log_normalizer).to(value.dtype)
 
     @property
     def mean_resultant_length(self) -> torch.Tensor:
@@ -247,6 +251,6 @@ class VonMisesFisher(TorchDistribution):
 
     def entropy(self):
         """H = -E[log p] = kappa (1 - A_d(kappa)) - (log C_d(kappa) + kappa), nats."""
+        log_normalizer, ratio = self._log_normalizer_and_ratio()
         kappa = self.concentration.double()
-        a = bessel_ratio(self.order, kappa)
-        return (kappa * (1 - a) - self._log_normalizer()).to(self.loc.dtype)
+        return (kappa * (1 - ratio) - log_normalizer).to(self.loc.dtype)
