@@ -1,13 +1,20 @@
 """``fit``: stochastic variational inference for any Pyro model/guide pair.
 
-Each step minimises a Pyro ELBO loss on a minibatch of B of the N training points. Two
-scalings are applied by a handler around BOTH model and guide:
+Each step minimises an objective (:mod:`pyrovae.train.objectives`) on a minibatch of B of
+the N training points. Two scalings are applied by a handler around BOTH model and guide:
 
-- every sample site inside the ``"data"`` plate is scaled by N/B, so the minibatch loss is
-  an unbiased estimate of the full-data negative ELBO;
+- every sample site inside the data plate is scaled by N/B, so the minibatch loss is an
+  unbiased estimate of the full-data negative ELBO. The data plate is the plate over the
+  batch's rows around the observed sites (found automatically, or named by
+  ``data_plate=``); a plate that subsamples itself (``pyro.plate(name, N, subsample=x)``)
+  is already scaled by Pyro and is left alone;
 - every latent (non-observed) site is scaled by the KL warm-up weight beta in [0, 1], so
   the objective is ``E_q[log p(x|z)] - beta KL(q(z|x) || p(z))``. ``TraceMeanField_ELBO``
   scales its analytic KL by the GUIDE site's scale, which is why the guide is wrapped too.
+
+Before the first step the objective's loss is computed once with Pyro's validation on
+(:func:`~pyrovae.train.objectives.check_objective`): an objective that does not fit the
+pair is refused with the reason, not silently biased.
 
 ELBOs are reported in nats per data point (the summed ELBO divided by the number of points).
 Optimisation uses a native ``torch.optim.Adam`` over the parameters the pair registers
@@ -17,11 +24,9 @@ with ``pyro.module``/``pyro.param`` (cheaper than ``pyro.optim`` and checkpointa
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
-import random
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -29,105 +34,29 @@ from pathlib import Path
 
 import numpy as np
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.poutine.messenger import Messenger
 from tqdm.auto import tqdm
 
 import pyrovae.distributions  # noqa: F401  (registers the KLs TraceMeanField_ELBO needs)
-from pyrovae.checks import check_pair, latent_sites, trace_pair
+from pyrovae.checks import check_pair, latent_sites, observed_sites, trace_pair
 from pyrovae.data import DataSplits, make_splits
 from pyrovae.distributions import kl_path
 
+from .checkpoint import (
+    CHECKPOINT_FORMAT,
+    _copy_params,
+    _load_state,
+    _move,
+    _rng_state,
+    _save_atomic,
+    _set_rng_state,
+    _state,
+    load_checkpoint,
+)
+from .objectives import check_objective, find_data_plate, make_objective
+from .step import SVIStep
+
 logger = logging.getLogger(__name__)
-
-OBJECTIVES: dict[str, type] = {
-    "Trace_ELBO": Trace_ELBO,
-    "TraceMeanField_ELBO": TraceMeanField_ELBO,
-}
-CHECKPOINT_FORMAT = "pyrovae-checkpoint-v1"
-
-
-def make_objective(name: str, num_particles: int = 1):
-    """A Pyro ELBO by name, vectorized over ``num_particles`` particles."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
-    if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
-    return OBJECTIVES[name](
-        num_particles=num_particles, vectorize_particles=num_particles > 1, max_plate_nesting=1
-    )
-
-
-class SiteScale(Messenger):
-    """Scale sites in the ``"data"`` plate by ``data_scale`` and latent sites by ``beta``."""
-
-    def __init__(self, data_scale: float = 1.0, beta: float = 1.0):
-        super().__init__()
-        self.data_scale = data_scale
-        self.beta = beta
-
-    def _process_message(self, msg):
-        if msg["type"] != "sample":
-            return
-        scale = 1.0
-        if any(frame.name == "data" for frame in msg["cond_indep_stack"]):
-            scale *= self.data_scale
-        if not msg["is_observed"]:
-            scale *= self.beta
-        if scale != 1.0:
-            msg["scale"] = scale * msg["scale"]
-
-
-class SVIStep:
-    """One gradient step of ``objective`` on a minibatch, with native ``torch.optim.Adam``.
-
-    Parameters are collected on the first call by tracing the loss (as ``pyro.infer.SVI``
-    does); parameters a pair creates later are not optimised.
-    """
-
-    def __init__(
-        self,
-        model: Callable,
-        guide: Callable,
-        objective: str = "Trace_ELBO",
-        learning_rate: float = 1e-3,
-        num_particles: int = 1,
-    ):
-        self.elbo = make_objective(objective, num_particles)
-        self.scaler = SiteScale()
-        self.model = self.scaler(model)
-        self.guide = self.scaler(guide)
-        self.learning_rate = learning_rate
-        self.params: list[torch.Tensor] | None = None
-        self.optimizer: torch.optim.Optimizer | None = None
-
-    def _setup(self, x: torch.Tensor) -> None:
-        with poutine.trace(param_only=True) as param_capture:
-            self.elbo.differentiable_loss(self.model, self.guide, x)
-        seen: dict[int, torch.Tensor] = {}
-        for site in param_capture.trace.nodes.values():
-            p = site["value"].unconstrained()
-            seen.setdefault(id(p), p)
-        self.params = list(seen.values())
-        if not self.params:
-            raise ValueError(
-                "the model and guide register no parameters; call pyro.module(name, net) "
-                "inside them so their networks are trained"
-            )
-        self.optimizer = torch.optim.Adam(self.params, lr=self.learning_rate)
-
-    def __call__(self, x: torch.Tensor, data_scale: float = 1.0, beta: float = 1.0) -> float:
-        """Take one step; return the scaled loss (a negative ELBO estimate, nats)."""
-        if self.optimizer is None:
-            self._setup(x)
-        self.scaler.data_scale, self.scaler.beta = data_scale, beta
-        loss = self.elbo.differentiable_loss(self.model, self.guide, x)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return loss.item()
 
 
 @torch.no_grad()
@@ -138,14 +67,26 @@ def estimate_elbo(
     objective: str = "Trace_ELBO",
     batch_size: int = 1000,
     num_particles: int = 1,
+    max_plate_nesting: int = 1,
 ) -> float:
-    """Average ELBO over the rows of ``x`` in nats per data point (beta = 1, no scaling),
-    a Monte Carlo estimate with ``num_particles`` draws of z per point."""
-    elbo = make_objective(objective, num_particles)
+    """Average ELBO over the rows of ``x`` in nats per data point (beta = 1), a Monte Carlo
+    estimate with ``num_particles`` draws of z per point. A plate that scales itself (built
+    with ``subsample=``) is divided out, so the figure is per data point either way."""
+    elbo = make_objective(objective, num_particles, max_plate_nesting)
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
-        total -= elbo.loss(model, guide, x[start : start + batch_size])
+        chunk = x[start : start + batch_size]
+        total -= elbo.loss(model, guide, chunk) / _observed_scale(model, guide, chunk)
     return total / x.shape[0]
+
+
+def _observed_scale(model: Callable, guide: Callable, x: torch.Tensor) -> float:
+    """The scale Pyro applies to the model's first observed site (1 unless a plate
+    subsamples itself)."""
+    with pyro.validation_enabled(False):
+        _, model_trace = trace_pair(model, guide, x)
+    name = observed_sites(model_trace)[0]
+    return float(model_trace.nodes[name]["scale"])
 
 
 def kl_paths(model: Callable, guide: Callable, x: torch.Tensor) -> str:
@@ -174,6 +115,8 @@ class FitConfig:
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
+    data_plate: str | None = None  # found automatically when None
+    max_plate_nesting: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -246,75 +189,6 @@ def as_splits(data: DataSplits | torch.Tensor | tuple) -> DataSplits:
     )
 
 
-# ----------------------------------------------------------------------------- state
-
-
-def _state(obj) -> dict:
-    """Trainable state of a model or guide: its state_dict if it is an nn.Module."""
-    return copy.deepcopy(obj.state_dict()) if isinstance(obj, torch.nn.Module) else {}
-
-
-def _load_state(obj, state: dict) -> None:
-    if isinstance(obj, torch.nn.Module):
-        obj.load_state_dict(state)
-
-
-def _copy_params(params: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Detached copies of the optimised tensors (covers pairs that are not nn.Modules)."""
-    return [p.detach().clone() for p in params]
-
-
-def _rng_state() -> dict:
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _save_atomic(obj: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a crash mid-write never leaves a half-written checkpoint
-
-
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by ``fit``; ``ValueError`` if it is missing or corrupt."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"checkpoint {path} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise ValueError(
-            f"checkpoint {path} is corrupt or not a torch file ({type(error).__name__}: "
-            f"{error}); delete it and train again, or pass another file"
-        ) from error
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a pyrovae checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
-    return ckpt
-
-
-def _move(obj, device: str) -> None:
-    if isinstance(obj, torch.nn.Module):
-        obj.to(device)
-
-
-# ------------------------------------------------------------------------------- fit
-
-
 def fit(
     model: Callable,
     guide: Callable,
@@ -329,8 +203,9 @@ def fit(
 
     Args:
         model, guide: Pyro callables taking a batch ``x`` of shape ``(B, D)`` whose local
-            sites live in a plate named ``"data"``. If they are ``nn.Module`` s they are
-            moved to ``config.device`` and checkpointed through their ``state_dict``.
+            sites live in a plate over the batch's rows (any name; ``data_plate=`` picks one
+            when several qualify). If they are ``nn.Module`` s they are moved to
+            ``config.device`` and checkpointed through their ``state_dict``.
         data: :class:`~pyrovae.data.DataSplits`, a tensor, or (train, validation[, test]).
         config: a :class:`FitConfig`; keyword ``overrides`` replace its fields.
         checkpoint: file written (atomically) after every epoch: model, guide, optimizer,
@@ -353,8 +228,18 @@ def fit(
     start_epoch = 1
     best_value, best_state, bad_epochs = -math.inf, None, 0
     pyro.set_rng_seed(config.seed)
-    step = SVIStep(model, guide, config.objective, config.learning_rate, config.num_particles)
     probe = next(splits.batches("train", config.batch_size))
+    data_plate, self_scaled = find_data_plate(model, guide, probe, config.data_plate)
+    step = SVIStep(
+        model,
+        guide,
+        config.objective,
+        config.learning_rate,
+        config.num_particles,
+        data_plate,
+        config.max_plate_nesting,
+    )
+    check_objective(config.objective, step.elbo, step.model, step.guide, probe)
     step._setup(probe)
     history.kl_path = kl_paths(model, guide, probe)
 
@@ -385,7 +270,8 @@ def fit(
             started = time.perf_counter()
             total, count = 0.0, 0
             for x in splits.batches("train", config.batch_size, shuffle=True):
-                loss = step(x, data_scale=n_train / x.shape[0], beta=beta)
+                data_scale = 1.0 if self_scaled else n_train / x.shape[0]
+                loss = step(x, data_scale=data_scale, beta=beta)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss} in epoch {epoch}; lower learning_rate "
@@ -395,7 +281,13 @@ def fit(
                 count += x.shape[0]
             seconds = time.perf_counter() - started
             val = (
-                estimate_elbo(model, guide, splits.validation, config.objective)
+                estimate_elbo(
+                    model,
+                    guide,
+                    splits.validation,
+                    config.objective,
+                    max_plate_nesting=config.max_plate_nesting,
+                )
                 if has_validation
                 else float("nan")
             )

@@ -1,0 +1,32 @@
+"""Training: objectives (:mod:`.objectives`), one optimisation step (:mod:`.step`),
+checkpoints (:mod:`.checkpoint`) and the loop ``fit`` (:mod:`.loop`)."""
+
+from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint
+from .loop import FitConfig, FitHistory, as_splits, estimate_elbo, fit, kl_paths
+from .objectives import (
+    IWAE,
+    OBJECTIVES,
+    SiteScale,
+    check_objective,
+    find_data_plate,
+    make_objective,
+)
+from .step import SVIStep
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "IWAE",
+    "OBJECTIVES",
+    "FitConfig",
+    "FitHistory",
+    "SVIStep",
+    "SiteScale",
+    "as_splits",
+    "check_objective",
+    "estimate_elbo",
+    "find_data_plate",
+    "fit",
+    "kl_paths",
+    "load_checkpoint",
+    "make_objective",
+]

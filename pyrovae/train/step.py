@@ -1,0 +1,63 @@
+"""One optimisation step of an objective on a minibatch, with a native torch optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pyro.poutine as poutine
+import torch
+
+from .objectives import DATA_PLATE, SiteScale, make_objective
+
+
+class SVIStep:
+    """One gradient step of ``objective`` on a minibatch, with native ``torch.optim.Adam``.
+
+    Parameters are collected on the first call by tracing the loss (as ``pyro.infer.SVI``
+    does); parameters a pair creates later are not optimised.
+    """
+
+    def __init__(
+        self,
+        model: Callable,
+        guide: Callable,
+        objective: str = "Trace_ELBO",
+        learning_rate: float = 1e-3,
+        num_particles: int = 1,
+        data_plate: str = DATA_PLATE,
+        max_plate_nesting: int = 1,
+    ):
+        self.objective = objective
+        self.elbo = make_objective(objective, num_particles, max_plate_nesting)
+        self.scaler = SiteScale(data_plate=data_plate)
+        self.model = self.scaler(model)
+        self.guide = self.scaler(guide)
+        self.learning_rate = learning_rate
+        self.params: list[torch.Tensor] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def _setup(self, x: torch.Tensor) -> None:
+        with poutine.trace(param_only=True) as param_capture:
+            self.elbo.differentiable_loss(self.model, self.guide, x)
+        seen: dict[int, torch.Tensor] = {}
+        for site in param_capture.trace.nodes.values():
+            p = site["value"].unconstrained()
+            seen.setdefault(id(p), p)
+        self.params = list(seen.values())
+        if not self.params:
+            raise ValueError(
+                "the model and guide register no parameters; call pyro.module(name, net) "
+                "inside them so their networks are trained"
+            )
+        self.optimizer = torch.optim.Adam(self.params, lr=self.learning_rate)
+
+    def __call__(self, x: torch.Tensor, data_scale: float = 1.0, beta: float = 1.0) -> float:
+        """Take one step; return the scaled loss (a negative ELBO estimate, nats)."""
+        if self.optimizer is None:
+            self._setup(x)
+        self.scaler.data_scale, self.scaler.beta = data_scale, beta
+        loss = self.elbo.differentiable_loss(self.model, self.guide, x)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.item()

@@ -1,0 +1,169 @@
+"""The objective registry: IWAE against the exact log p(x) of probabilistic PCA, minibatch
+scaling outside the log-mean-exp, and objectives refused (with the reason) before training
+when they do not fit the pair."""
+
+import sys
+from pathlib import Path
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyrovae.train import IWAE, OBJECTIVES, SiteScale, fit, make_objective
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "evaluate"))
+from ppca import PPCA  # noqa: E402
+
+
+def iwae_bound(ppca, guide, x, k, repeats=200):
+    """(mean per-point IWAE_k bound, its standard error) over ``repeats`` losses."""
+    objective = IWAE(num_particles=k)
+    values = torch.tensor(
+        [-objective.loss(ppca.model, guide, x) / x.shape[0] for _ in range(repeats)]
+    )
+    return values.mean().item(), (values.std() / repeats**0.5).item()
+
+
+def test_iwae_rises_with_k_and_stays_below_the_exact_log_likelihood():
+    pyro.set_rng_seed(0)
+    ppca = PPCA()
+    x = ppca.sample_x(20)
+    exact = ppca.log_marginal(x).mean().item()
+    (b1, se1), (b4, se4), (b32, se32) = (
+        iwae_bound(ppca, ppca.diagonal_guide, x, k) for k in (1, 4, 32)
+    )
+    elbo = -make_objective("Trace_ELBO", 4000).loss(ppca.model, ppca.diagonal_guide, x) / 20
+    assert abs(b1 - elbo) < 4 * se1 + 0.01  # IWAE_1 is the ELBO
+    assert b1 + 4 * se1 < b4 - 4 * se4 and b4 + 4 * se4 < b32 - 4 * se32
+    assert b32 < exact
+    assert exact - b32 < 0.25 * (exact - b1)
+
+
+def test_iwae_with_the_exact_posterior_is_log_p_x():
+    ppca = PPCA()
+    x = ppca.sample_x(10)
+    bound, _ = iwae_bound(ppca, ppca.exact_guide, x, 3, repeats=2)
+    assert bound == pytest.approx(ppca.log_marginal(x).mean().item(), abs=1e-4)
+
+
+def test_iwae_minibatch_scale_multiplies_the_bound_not_the_weights():
+    """With data_scale s the loss is exactly s x the unscaled loss (same draws): the scale
+    stays outside the log-mean-exp (RenyiELBO puts it inside, Pyro issue #2220)."""
+    ppca = PPCA()
+    x = ppca.sample_x(8)
+    objective = IWAE(num_particles=5)
+    scaler = SiteScale(data_scale=1.0)
+    pyro.set_rng_seed(3)
+    plain = objective.loss(scaler(ppca.model), scaler(ppca.diagonal_guide), x)
+    scaler.data_scale = 125.0
+    pyro.set_rng_seed(3)
+    scaled = objective.loss(scaler(ppca.model), scaler(ppca.diagonal_guide), x)
+    assert scaled == pytest.approx(125.0 * plain, rel=1e-5)
+
+
+def test_every_objective_trains_a_vae(digits):
+    from guides import build_guide
+    from models import build_vae
+    from pyrovae.train import estimate_elbo
+
+    for name in sorted(set(OBJECTIVES) - {"TraceEnum_ELBO"}):
+        model, guide = build_vae(64, 3, (32,)), build_guide(64, 3, "diagonal", (32,))
+        before = estimate_elbo(model, guide, digits.validation, num_particles=3)
+        fit(model, guide, digits, objective=name, num_particles=2, epochs=3, progress=False)
+        after = estimate_elbo(model, guide, digits.validation, num_particles=3)
+        assert after > before + 5, (name, before, after)
+    model, guide = build_vae(64, 3, (32,)), build_guide(64, 3, "diagonal", (32,))
+    with pytest.raises(ValueError, match="no sample sites configured for enumeration"):
+        fit(model, guide, digits, objective="TraceEnum_ELBO", epochs=1, progress=False)
+
+
+# ----------------------------------------------------- refused before training, with why
+
+
+class TwoLayer:
+    """z2 -> z1 -> x; guide x -> z1 -> z2: the guide is not mean-field."""
+
+    def __init__(self, d=64):
+        self.dec = nn.Linear(2, 64)
+        self.top = nn.Linear(1, 4)
+        self.enc1 = nn.Linear(d, 4)
+        self.enc2 = nn.Linear(2, 2)
+
+    def model(self, x):
+        pyro.module("two_layer_model", nn.ModuleList([self.dec, self.top]))
+        with pyro.plate("data", x.shape[0]):
+            z2 = pyro.sample("z2", dist.Normal(x.new_zeros(1), 1.0).to_event(1))
+            loc, raw = self.top(z2).chunk(2, -1)
+            z1 = pyro.sample("z1", dist.Normal(loc, nn.functional.softplus(raw)).to_event(1))
+            pyro.sample("x", dist.Bernoulli(logits=self.dec(z1)).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("two_layer_guide", nn.ModuleList([self.enc1, self.enc2]))
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = self.enc1(x).chunk(2, -1)
+            z1 = pyro.sample("z1", dist.Normal(loc, nn.functional.softplus(raw)).to_event(1))
+            loc2, raw2 = self.enc2(z1).chunk(2, -1)
+            pyro.sample("z2", dist.Normal(loc2, nn.functional.softplus(raw2)).to_event(1))
+
+
+def test_mean_field_objective_is_refused_for_a_dependent_guide(digits):
+    pair = TwoLayer()
+    with pytest.raises(ValueError, match="(?s)TraceMeanField_ELBO' does not fit.*mean-field"):
+        fit(
+            pair.model,
+            pair.guide,
+            digits,
+            objective="TraceMeanField_ELBO",
+            epochs=1,
+            progress=False,
+        )
+    fit(pair.model, pair.guide, digits, objective="Trace_ELBO", epochs=1, progress=False)
+
+
+def test_enumeration_under_trace_elbo_is_refused(digits):
+    logits = nn.Parameter(torch.zeros(3))
+    dec = nn.Linear(3, 64)
+
+    def model(x):
+        pyro.module("enum_model", nn.ModuleList([dec]))
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
+            pyro.sample(
+                "x",
+                dist.Bernoulli(logits=dec(nn.functional.one_hot(y, 3).float())).to_event(1),
+                obs=x,
+            )
+
+    @pyro.infer.config_enumerate
+    def guide(x):
+        pyro.param("enum_logits", logits)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Categorical(logits=pyro.param("enum_logits")))
+
+    with pytest.raises(ValueError, match="Trace_ELBO' does not fit"):
+        fit(model, guide, digits, objective="Trace_ELBO", epochs=1, progress=False)
+
+
+def test_iwae_is_refused_for_a_non_reparameterized_guide(digits):
+    logits = nn.Parameter(torch.zeros(3))
+    dec = nn.Linear(3, 64)
+
+    def model(x):
+        pyro.module("iwae_model", nn.ModuleList([dec]))
+        with pyro.plate("data", x.shape[0]):
+            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
+            pyro.sample(
+                "x",
+                dist.Bernoulli(logits=dec(nn.functional.one_hot(y, 3).float())).to_event(1),
+                obs=x,
+            )
+
+    def guide(x):
+        pyro.param("iwae_logits", logits)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("y", dist.Categorical(logits=pyro.param("iwae_logits")))
+
+    with pytest.raises(ValueError, match="(?s)IWAE' does not fit.*reparameterized"):
+        fit(model, guide, digits, objective="IWAE", epochs=1, progress=False)
