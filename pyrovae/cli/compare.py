@@ -78,7 +78,7 @@ def evaluate_pair(model, guide, x: torch.Tensor, args: argparse.Namespace) -> Ev
         "eval points": len(subset),
         "active units": evaluate.active_units(guide, x)["active"],
         **diagnostics.summarize(khat, ess, args.diag_samples),
-        **evaluate.posterior_correlation(guide, subset),
+        **evaluate.correlation_summary(evaluate.posterior_correlation(guide, subset)),
     }
     return Evaluation(row, tree, khat, ess, log_px)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from pyrovae.evaluate import count_parameters, posterior_correlation
+from pyrovae.evaluate import correlation_summary, count_parameters, posterior_correlation
 from pyrovae.report import format_table
 from pyrovae.train import FitConfig, estimate_elbo, fit
 
@@ -79,7 +79,7 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
             row[f"{split} ELBO"] = estimate_elbo(
                 model, guide, splits.presented(split), config.objective
             )
-    row.update(posterior_correlation(guide, splits.split("test")))
+    row.update(correlation_summary(posterior_correlation(guide, splits.split("test"))))
     save_json(row, out / "results.json")
     return row
 

@@ -14,13 +14,18 @@ from .estimators import (
     sample,
 )
 from .importance import SiteLogProbs, log_weights, site_log_probs
-from .summaries import count_parameters, posterior_correlation
+from .sites import conditioned_log_prob, draw_latents, has_latent_parents
+from .summaries import correlation_summary, count_parameters, posterior_correlation
 
 __all__ = [
     "KLDecomposition",
     "Samples",
     "SiteLogProbs",
     "active_units",
+    "conditioned_log_prob",
+    "correlation_summary",
+    "draw_latents",
+    "has_latent_parents",
     "aggregate_log_density",
     "count_parameters",
     "elbo",

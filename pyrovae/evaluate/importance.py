@@ -30,13 +30,17 @@ PARTICLE_PLATE = "importance_samples"
 class SiteLogProbs:
     """Log densities of one chunk of S draws for B data points, each of shape ``(S, B)``.
 
-    ``latents`` maps each latent site name to its draws, shape ``(S, B, *event)``.
+    ``latents`` maps each latent site name to its draws, shape ``(S, B, *event)``;
+    ``prior_sites`` / ``guide_sites`` map each latent site to its own log p(z_s | parents)
+    and log q(z_s | parents, x), shape ``(S, B)``.
     """
 
     log_joint: torch.Tensor  # log p(x, z)
     log_prior: torch.Tensor  # log p(z): the model's latent sites only
     log_guide: torch.Tensor  # log q(z | x)
     latents: dict[str, torch.Tensor]
+    prior_sites: dict[str, torch.Tensor]
+    guide_sites: dict[str, torch.Tensor]
 
     @property
     def log_weights(self) -> torch.Tensor:
@@ -48,21 +52,26 @@ class SiteLogProbs:
         return self.log_joint - self.log_prior
 
 
+def site_log_prob(trace, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+    """The masked log density of site ``name``, required to have shape ``shape``."""
+    site = trace.nodes[name]
+    log_prob = site["fn"].log_prob(site["value"])
+    if site.get("mask") is not None and site["mask"] is not True:
+        log_prob = log_prob * site["mask"]
+    if tuple(log_prob.shape) != tuple(shape):
+        raise ValueError(
+            f"site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected {tuple(shape)} "
+            "(samples, data points); per-data-point evaluation needs every sample site "
+            "inside the data plate and networks that broadcast over leading sample dimensions"
+        )
+    return log_prob
+
+
 def _site_sum(trace, names: list[str], shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
     """Sum of the named sites' log densities, each required to be ``(S, B)``."""
     total = like.new_zeros(shape)
     for name in names:
-        site = trace.nodes[name]
-        log_prob = site["fn"].log_prob(site["value"])
-        if site.get("mask") is not None and site["mask"] is not True:
-            log_prob = log_prob * site["mask"]
-        if tuple(log_prob.shape) != shape:
-            raise ValueError(
-                f"site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected {shape} "
-                "(importance samples, data points); per-data-point evaluation needs every "
-                "sample site inside the 'data' plate"
-            )
-        total = total + log_prob
+        total = total + site_log_prob(trace, name, shape)
     return total
 
 
@@ -83,11 +92,16 @@ def site_log_probs(
     missing = set(model_latents) - set(guide_latents)
     if missing:
         raise ValueError(f"model latent sites {sorted(missing)} have no guide site")
+    prior_sites = {n: site_log_prob(model_trace, n, shape) for n in model_latents}
+    guide_sites = {n: site_log_prob(guide_trace, n, shape) for n in guide_latents}
+    log_prior = sum(prior_sites.values(), x.new_zeros(shape))
     return SiteLogProbs(
         log_joint=_site_sum(model_trace, model_sites, shape, x),
-        log_prior=_site_sum(model_trace, model_latents, shape, x),
-        log_guide=_site_sum(guide_trace, guide_latents, shape, x),
+        log_prior=log_prior,
+        log_guide=sum(guide_sites.values(), x.new_zeros(shape)),
         latents={n: guide_trace.nodes[n]["value"] for n in guide_latents},
+        prior_sites=prior_sites,
+        guide_sites=guide_sites,
     )
 
 
