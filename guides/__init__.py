@@ -17,8 +17,13 @@ from .families import (
     make_head,
     register_family,
 )
+from .hierarchical import HierarchicalGuide, build_hierarchical_guide
+
+# Guide builders by model name (models.MODELS has the matching model builders).
+GUIDE_BUILDERS = {"vae": build_guide, "hvae": build_hierarchical_guide}
 
 __all__ = [
+    "GUIDE_BUILDERS",
     "FAMILIES",
     "AmortizedGuide",
     "DiagonalNormalHead",
@@ -26,6 +31,8 @@ __all__ = [
     "FlowHead",
     "FullCovarianceHead",
     "GuideHead",
+    "HierarchicalGuide",
+    "build_hierarchical_guide",
     "LowRankHead",
     "MLPEncoder",
     "MixtureHead",

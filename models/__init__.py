@@ -1,5 +1,6 @@
 """Generative models p(x, z) in Pyro syntax: priors, likelihoods, decoders, the VAE."""
 
+from .hvae import ConditionalNormal, HierarchicalVAE, build_hvae
 from .likelihoods import (
     LIKELIHOODS,
     BernoulliLikelihood,
@@ -20,11 +21,19 @@ from .priors import (
 )
 from .vae import VAE, build_vae
 
+# Model builders by name (the CLI's --model); each has a guide builder of the same name in
+# guides.GUIDE_BUILDERS. Keyword options after the common arguments become --model-NAME-*.
+MODELS = {"vae": build_vae, "hvae": build_hvae}
+
 __all__ = [
+    "MODELS",
     "LIKELIHOODS",
     "PRIORS",
     "VAE",
     "BernoulliLikelihood",
+    "ConditionalNormal",
+    "HierarchicalVAE",
+    "build_hvae",
     "DirichletPrior",
     "HypersphericalUniformPrior",
     "MixtureOfGaussiansPrior",

@@ -285,3 +285,28 @@ def test_readme_registry_tables_are_current():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert registry_tables() in readme, "README is stale: paste the output of `pyrovae registry`"
+
+
+def test_train_a_hierarchical_model_with_a_vamp_prior_on_top(tmp_path, capsys):
+    out = tmp_path / "hvae"
+    code = main(
+        [
+            "train",
+            "--model",
+            "hvae",
+            "--model-hvae-bottom-dim",
+            "2",
+            "--prior",
+            "vamp",
+            "--prior-vamp-num-pseudo-inputs",
+            "10",
+            *SMALL,
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["model"] == "hvae" and -64 < results["test ELBO"] < 0
+    spec = json.loads((out / "spec.json").read_text())["spec"]
+    assert spec["model_options"] == {"bottom_dim": 2}

@@ -12,7 +12,7 @@ import logging
 import sys
 
 from guides import FAMILIES
-from models import LIKELIHOODS, PRIORS
+from models import LIKELIHOODS, MODELS, PRIORS
 from pyrovae.data import BINARIZE_MODES, DATASETS
 from pyrovae.nn import HIDDEN_LAYERS
 from pyrovae.train import OBJECTIVES
@@ -43,6 +43,7 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
     data.add_argument("--data-dir", default=None, help="folder with IDX files")
     data.add_argument("--binarize", default="dynamic", choices=BINARIZE_MODES)
     pair = parser.add_argument_group("model and guide")
+    pair.add_argument("--model", default="vae", choices=sorted(MODELS), help="generative model")
     if single_pair:
         pair.add_argument("--guide", default="diagonal", choices=sorted(FAMILIES))
         pair.add_argument("--prior", default="standard", choices=sorted(PRIORS))
@@ -82,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         [
             "registered:",
             f"  datasets:    {', '.join(DATASETS)}",
+            f"  models:      {', '.join(sorted(MODELS))}",
             f"  guides:      {', '.join(sorted(FAMILIES))}",
             f"  priors:      {', '.join(sorted(PRIORS))}",
             f"  likelihoods: {', '.join(sorted(LIKELIHOODS))}",

@@ -1,7 +1,8 @@
 """Command-line flags generated from the registries' keyword options.
 
-Every option of every registered prior and guide family becomes one flag:
-``--prior-<name>-<option>`` and ``--guide-<name>-<option>`` (underscores as dashes), e.g.
+Every option of every registered model, prior and guide family becomes one flag:
+``--model-<name>-<option>``, ``--prior-<name>-<option>`` and ``--guide-<name>-<option>``
+(underscores as dashes), e.g. ``--model-hvae-bottom-dim 20``,
 ``--prior-vamp-num-pseudo-inputs 500``, ``--guide-lowrank-rank 4``. A flag left unset keeps
 the builder's default, shown in ``--help``. Registering a new prior or family adds its
 flags with no code here.
@@ -12,10 +13,18 @@ from __future__ import annotations
 import argparse
 
 from guides import FAMILIES, family_options
-from models import PRIORS, prior_options
-from pyrovae.options import Option
+from models import MODELS, PRIORS, prior_options
+from pyrovae.options import Option, builder_options
+
+from .spec import MODEL_ARGS
+
+
+def model_options(name: str) -> list[Option]:
+    return builder_options(MODELS[name], skip=MODEL_ARGS)
+
 
 KINDS = {
+    "model": (MODELS, model_options),
     "prior": (PRIORS, prior_options),
     "guide": (FAMILIES, family_options),
 }

@@ -10,13 +10,26 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from guides import FAMILIES, AmortizedGuide, build_guide
+from guides import FAMILIES, GUIDE_BUILDERS
 from guides.families import SIZES
-from models import LIKELIHOODS, PRIORS, VAE, build_vae
+from models import LIKELIHOODS, MODELS, PRIORS
 from models.priors import CONTEXT
 from pyrovae import supports
 from pyrovae.data import DATASETS, DataSplits, load_dataset
 from pyrovae.options import check_options
+
+# The arguments every model builder shares; its other keyword options are the model's.
+MODEL_ARGS = (
+    "data_dim",
+    "latent_dim",
+    "hidden",
+    "prior",
+    "likelihood",
+    "activation",
+    "name",
+    "prior_options",
+    "posterior",
+)
 
 
 @dataclass
@@ -30,6 +43,7 @@ class RunSpec:
     dataset: str = "digits"
     binarize: str = "dynamic"
     data_dir: str | None = None
+    model: str = "vae"
     guide: str = "diagonal"
     prior: str = "standard"
     likelihood: str = "bernoulli"
@@ -38,6 +52,7 @@ class RunSpec:
     activation: str = "relu"
     prior_options: dict = field(default_factory=dict)
     guide_options: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -56,6 +71,7 @@ class RunSpec:
         space: all checked before any data is loaded or network built."""
         for value, registry, what in (
             (self.dataset, DATASETS, "dataset"),
+            (self.model, MODELS, "model"),
             (self.guide, FAMILIES, "guide"),
             (self.prior, PRIORS, "prior"),
             (self.likelihood, LIKELIHOODS, "likelihood"),
@@ -79,19 +95,20 @@ class RunSpec:
     def load_data(self) -> DataSplits:
         return load_dataset(self.dataset, self.binarize, data_dir=self.data_dir)
 
-    def build(self, data_dim: int) -> tuple[VAE, AmortizedGuide]:
+    def build(self, data_dim: int):
         """A fresh (model, guide) pair for data with ``data_dim`` features. The guide is
         built first: a VampPrior receives its posterior map."""
         self.validate()
-        guide = build_guide(
+        guide = GUIDE_BUILDERS[self.model](
             data_dim,
             self.latent_dim,
             self.guide,
             self.hidden,
             self.activation,
+            **self.model_options,
             **self.guide_options,
         )
-        model = build_vae(
+        model = MODELS[self.model](
             data_dim,
             self.latent_dim,
             self.hidden,
@@ -100,6 +117,7 @@ class RunSpec:
             self.activation,
             prior_options=self.prior_options,
             posterior=guide.posterior,
+            **self.model_options,
         )
         return model, guide
 

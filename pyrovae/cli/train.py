@@ -30,6 +30,7 @@ def spec_from_args(
         dataset=args.dataset,
         binarize=args.binarize,
         data_dir=args.data_dir,
+        model=args.model,
         guide=guide,
         prior=prior,
         likelihood=args.likelihood,
@@ -38,6 +39,7 @@ def spec_from_args(
         activation=args.activation,
         prior_options=chosen_options(args, "prior", priors)[prior],
         guide_options=chosen_options(args, "guide", guides)[guide],
+        model_options=chosen_options(args, "model", [args.model])[args.model],
     )
 
 
@@ -66,6 +68,7 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
     save_json(history.to_dict(), out / "history.json")
     splits = data.to(config.device)
     row = {
+        "model": spec.model,
         "prior": spec.prior,
         "guide": spec.guide,
         "outputs/point": guide.head.outputs_per_datapoint,

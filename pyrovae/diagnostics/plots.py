@@ -48,8 +48,12 @@ def plot_ess(ess: Mapping[str, np.ndarray], path: Path, num_samples: int) -> Pat
 def plot_latent_marginals(
     trees: Mapping[str, xr.DataTree], path: Path, points: Sequence[int] = (0, 1, 2)
 ) -> Path:
-    """Forest plot of q(z | x_n) marginals for a few data points, across guides."""
-    pc = arviz_plots.plot_forest(dict(trees), var_names=["z"], coords={"obs": list(points)})
+    """Forest plot of q(z | x_n) marginals for a few data points, across guides: the
+    latent sites every tree has (named after the model's sites)."""
+    common = set.intersection(*(set(t["posterior"].data_vars) for t in trees.values()))
+    first = next(iter(trees.values()))
+    names = [v for v in first["posterior"].data_vars if v in common]
+    pc = arviz_plots.plot_forest(dict(trees), var_names=names, coords={"obs": list(points)})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = pc.viz["chart"].item() if "chart" in pc.viz else None

@@ -1,0 +1,72 @@
+"""The guide of the two-layer hierarchical VAE: q(z2 | x) q(z1 | x, z2).
+
+The top layer uses any registered guide family (its head reads the encoder's features of
+x); the bottom layer is a diagonal Normal whose head reads [features of x, z2]. Features
+are expanded over leading sample dimensions of z2, so the guide runs inside the
+estimators' outer sample plates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from pyrovae.naming import unique_name
+from pyrovae.nn import mlp
+
+from .encoders import MLPEncoder
+from .families import make_head
+
+
+class HierarchicalGuide(nn.Module):
+    """Calling it runs the Pyro guide: z2_n ~ q(z2 | x_n), z1_n ~ q(z1 | x_n, z2_n)."""
+
+    def __init__(self, encoder, top_head, bottom_net, bottom_head, name=None):
+        super().__init__()
+        self.encoder = encoder
+        self.head = top_head  # reported as the guide's family head
+        self.bottom_net = bottom_net
+        self.bottom_head = bottom_head
+        self.name = name or unique_name("hguide")
+
+    def forward(self, x: torch.Tensor) -> None:
+        pyro.module(self.name, self)
+        with pyro.plate("data", x.shape[0], device=x.device):
+            features = self.encoder(x)
+            z2 = pyro.sample("z2", self.head(features))
+            features = features.expand(*z2.shape[:-1], features.shape[-1])
+            hidden = self.bottom_net(torch.cat([features, z2], -1))
+            pyro.sample("z1", self.bottom_head(hidden))
+
+    guide = forward
+
+    def posterior(self, x: torch.Tensor) -> dist.Distribution:
+        """q(z2 | x): the top layer's posterior map (what a VampPrior on z2 mixes)."""
+        return self.head(self.encoder(x))
+
+
+def build_hierarchical_guide(
+    data_dim: int,
+    latent_dim: int,
+    family: str = "diagonal",
+    hidden: Sequence[int] = (256,),
+    activation: str = "relu",
+    name: str | None = None,
+    *,
+    bottom_dim: int = 0,
+    **family_options,
+) -> HierarchicalGuide:
+    """Encoder ``D -> hidden...``; the top head is the registered ``family`` (size
+    ``latent_dim``), the bottom a diagonal Normal (size ``bottom_dim`` or ``latent_dim``)
+    over an MLP of ``[features, z2]``."""
+    encoder = MLPEncoder(data_dim, hidden, activation)
+    width = encoder.out_features
+    d1 = bottom_dim or latent_dim
+    top = make_head(family, width, latent_dim, **family_options)
+    bottom_net = mlp(width + latent_dim, [width], None, activation)
+    bottom = make_head("diagonal", width, d1)
+    return HierarchicalGuide(encoder, top, bottom_net, bottom, name)
