@@ -17,10 +17,15 @@ from .families import (
     make_head,
     register_family,
 )
+from .gmvae import GMVAEGuide, build_gmvae_guide
 from .hierarchical import HierarchicalGuide, build_hierarchical_guide
 
 # Guide builders by model name (models.MODELS has the matching model builders).
-GUIDE_BUILDERS = {"vae": build_guide, "hvae": build_hierarchical_guide}
+GUIDE_BUILDERS = {
+    "vae": build_guide,
+    "hvae": build_hierarchical_guide,
+    "gmvae": build_gmvae_guide,
+}
 
 __all__ = [
     "GUIDE_BUILDERS",
@@ -30,7 +35,9 @@ __all__ = [
     "DirichletHead",
     "FlowHead",
     "FullCovarianceHead",
+    "GMVAEGuide",
     "GuideHead",
+    "build_gmvae_guide",
     "HierarchicalGuide",
     "build_hierarchical_guide",
     "LowRankHead",

@@ -1,5 +1,6 @@
 """Generative models p(x, z) in Pyro syntax: priors, likelihoods, decoders, the VAE."""
 
+from .gmvae import GaussianMixtureVAE, build_gmvae
 from .hvae import ConditionalNormal, HierarchicalVAE, build_hvae
 from .likelihoods import (
     LIKELIHOODS,
@@ -23,7 +24,7 @@ from .vae import VAE, build_vae
 
 # Model builders by name (the CLI's --model); each has a guide builder of the same name in
 # guides.GUIDE_BUILDERS. Keyword options after the common arguments become --model-NAME-*.
-MODELS = {"vae": build_vae, "hvae": build_hvae}
+MODELS = {"vae": build_vae, "hvae": build_hvae, "gmvae": build_gmvae}
 
 __all__ = [
     "MODELS",
@@ -32,6 +33,8 @@ __all__ = [
     "VAE",
     "BernoulliLikelihood",
     "ConditionalNormal",
+    "GaussianMixtureVAE",
+    "build_gmvae",
     "HierarchicalVAE",
     "build_hvae",
     "DirichletPrior",

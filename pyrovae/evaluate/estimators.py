@@ -17,7 +17,12 @@ import torch
 from pyrovae.checks import latent_sites, observed_sites, trace_pair
 from pyrovae.data import check_data
 
-from .importance import log_weights, site_log_probs
+from .importance import (
+    enumerated_guide_sites,
+    enumerated_log_weights,
+    log_weights,
+    site_log_probs,
+)
 from .sites import (
     conditioned_log_prob,
     draw_latents,
@@ -32,8 +37,18 @@ def elbo(
     model: Callable, guide: Callable, x: torch.Tensor, num_samples: int = 1, batch_size: int = 100
 ) -> torch.Tensor:
     """ELBO_n = E_q[log p(x_n, z) - log q(z | x_n)], Monte Carlo over ``num_samples`` draws;
-    shape ``(N,)``."""
+    shape ``(N,)``. Discrete guide sites marked for enumeration are summed out exactly:
+    ELBO_n = sum_y q(y|x_n) (E_q(z|x_n,y)[log p(x_n, y, z) - log q(z|x_n, y)] - log q(y|x_n))."""
     check_data(x, "x")
+    if enumerated_guide_sites(guide, x):
+        out = []
+        for row in range(0, x.shape[0], batch_size):
+            log_w, log_q_y = enumerated_log_weights(
+                model, guide, x[row : row + batch_size], num_samples
+            )
+            per_y = log_w.mean(1) - log_q_y[:, 0]  # (E, b)
+            out.append((log_q_y[:, 0].exp() * per_y).sum(0))
+        return torch.cat(out)
     return log_weights(model, guide, x, num_samples, batch_size).mean(0)
 
 
@@ -51,9 +66,22 @@ def log_likelihood(
         log p(x_n) ~= log (1/S) sum_s p(x_n, z_s) / q(z_s | x_n),   z_s ~ q(z | x_n)
 
     a lower bound in expectation (the IWAE bound with k = S) that tightens as S grows;
-    S = 5,000 is the protocol behind published VAE log-likelihoods.
+    S = 5,000 is the protocol behind published VAE log-likelihoods. Discrete guide sites
+    marked for enumeration are summed out exactly (S draws of z for each of their values).
+    Memory is bounded by ``sample_chunk x batch_size`` draws.
     """
     check_data(x, "x")
+    if enumerated_guide_sites(guide, x):
+        out = []
+        for row in range(0, x.shape[0], batch_size):
+            rows = x[row : row + batch_size]
+            chunks = []
+            for begin in range(0, num_samples, sample_chunk):
+                size = min(sample_chunk, num_samples - begin)
+                log_w, _ = enumerated_log_weights(model, guide, rows, size)
+                chunks.append(torch.logsumexp(log_w.flatten(0, 1), 0))  # (b,)
+            out.append(torch.logsumexp(torch.stack(chunks), 0) - math.log(num_samples))
+        return torch.cat(out)
     w = log_weights(model, guide, x, num_samples, batch_size, sample_chunk)
     return torch.logsumexp(w, 0) - math.log(num_samples)
 

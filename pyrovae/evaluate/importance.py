@@ -128,3 +128,64 @@ def log_weights(
                 model, guide, x[rows], size
             ).log_weights
     return out
+
+
+def enumerated_guide_sites(guide: Callable, x: torch.Tensor) -> list[str]:
+    """Guide sites marked for parallel enumeration (summed out exactly by the estimators)."""
+    with pyro.validation_enabled(False):
+        trace = poutine.trace(guide).get_trace(x[:2])
+    return [
+        name
+        for name in latent_sites(trace)
+        if trace.nodes[name]["infer"].get("enumerate") == "parallel"
+        and trace.nodes[name]["fn"].support.is_discrete
+    ]
+
+
+def enumerated_log_weights(
+    model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For a guide with enumerated discrete sites y and continuous sites z:
+
+    ``log_w`` (E, S, B) = log p(x_n, y_e, z_es) - log q(z_es | x_n, y_e), every one of the E
+    joint values y_e of the enumerated sites, S draws z_es ~ q(z | x_n, y_e);
+    ``log_q_y`` (E, 1, B) = log q(y_e | x_n).
+
+    Then p(x_n) = sum_e mean_s exp(log_w) exactly in y, and the ELBO is
+    sum_e q(y_e | x_n) [mean_s log_w - log q(y_e | x_n)].
+    """
+    particles = pyro.plate(PARTICLE_PLATE, num_samples, dim=-2)
+    with pyro.validation_enabled(False):
+        enumerated = poutine.enum(particles(guide), first_available_dim=-3)
+        guide_trace = poutine.trace(enumerated).get_trace(x)
+        model_trace = poutine.trace(poutine.replay(particles(model), trace=guide_trace)).get_trace(
+            x
+        )
+    discrete = [
+        n
+        for n in latent_sites(guide_trace)
+        if guide_trace.nodes[n]["infer"].get("_enumerate_dim") is not None
+    ]
+    log_w, log_q_y = 0.0, 0.0
+    for name in sample_sites(model_trace):
+        site = model_trace.nodes[name]
+        log_w = log_w + _masked(site)
+    for name in latent_sites(guide_trace):
+        site = guide_trace.nodes[name]
+        if name in discrete:
+            log_q_y = log_q_y + _masked(site)
+        else:
+            log_w = log_w - _masked(site)
+    shape = (num_samples, x.shape[0])
+    lead = torch.broadcast_shapes(log_w.shape, log_q_y.shape)[:-2]
+    log_w = log_w.expand(*lead, *shape).reshape(-1, *shape)
+    # q(y | x) is the same for every draw of z: keep one copy of the sample axis
+    log_q_y = torch.as_tensor(log_q_y).expand(*lead, *shape).reshape(-1, *shape)[:, :1]
+    return log_w, log_q_y
+
+
+def _masked(site) -> torch.Tensor:
+    log_prob = site["fn"].log_prob(site["value"])
+    if site.get("mask") is not None and site["mask"] is not True:
+        log_prob = log_prob * site["mask"]
+    return log_prob

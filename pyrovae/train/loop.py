@@ -11,6 +11,8 @@ the N training points. Two scalings are applied by a handler around BOTH model a
 - every latent (non-observed) site is scaled by the KL warm-up weight beta in [0, 1], so
   the objective is ``E_q[log p(x|z)] - beta KL(q(z|x) || p(z))``. ``TraceMeanField_ELBO``
   scales its analytic KL by the GUIDE site's scale, which is why the guide is wrapped too.
+  Under ``TraceEnum_ELBO`` sites that share an enumeration with an observed site keep the
+  observed site's scale, as Pyro requires (:func:`~pyrovae.train.objectives.warmup_sites`).
 
 Before the first step the objective's loss is computed once with Pyro's validation on
 (:func:`~pyrovae.train.objectives.check_objective`): an objective that does not fit the
@@ -53,7 +55,7 @@ from .checkpoint import (
     _state,
     load_checkpoint,
 )
-from .objectives import check_objective, find_data_plate, make_objective
+from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
 from .step import SVIStep
 
 logger = logging.getLogger(__name__)
@@ -239,6 +241,8 @@ def fit(
         data_plate,
         config.max_plate_nesting,
     )
+    if config.objective == "TraceEnum_ELBO":
+        step.scaler.beta_sites = warmup_sites(model, guide, probe, config.max_plate_nesting)
     check_objective(config.objective, step.elbo, step.model, step.guide, probe)
     step._setup(probe)
     history.kl_path = kl_paths(model, guide, probe)

@@ -224,3 +224,42 @@ def find_data_plate(
         )
     frame = batch[0]
     return frame.name, frame.full_size not in (None, frame.size)
+
+
+def warmup_sites(
+    model: Callable, guide: Callable, x: torch.Tensor, max_plate_nesting: int = 1
+) -> set[str] | None:
+    """The latent sites KL warm-up may scale under TraceEnum_ELBO (None: all of them).
+
+    For sites enumerated in the MODEL (not in the guide), Pyro requires every model site
+    whose log density carries an enumeration dimension to share one ``poutine.scale``;
+    guide-side enumeration accepts any scaling (measured). When that group contains an
+    observed site (x | y, z in the semi-supervised M2), beta may not touch the group's
+    latent sites: warm-up then scales the other latent sites only. Otherwise (y and z | y
+    in a GMVAE enumerated in the model) the whole group is scaled alike.
+    """
+    first = -1 - max_plate_nesting
+    with pyro.validation_enabled(False):
+        guide_trace = poutine.trace(poutine.enum(guide, first_available_dim=first)).get_trace(x)
+        replayed = poutine.replay(model, trace=guide_trace)
+        model_trace = poutine.trace(poutine.enum(replayed, first_available_dim=first)).get_trace(x)
+    names = sample_sites(model_trace)
+    guide_names = set(sample_sites(guide_trace))
+    model_enumerated = [
+        n
+        for n in names
+        if n not in guide_names and model_trace.nodes[n]["infer"].get("enumerate") == "parallel"
+    ]
+    if not model_enumerated:  # guide-side enumeration accepts any scaling
+        return None
+    group = set()
+    for name in names:
+        site = model_trace.nodes[name]
+        log_prob = site["fn"].log_prob(site["value"])
+        if log_prob.dim() > max_plate_nesting and any(
+            size > 1 for size in log_prob.shape[: log_prob.dim() - max_plate_nesting]
+        ):
+            group.add(name)
+    if not group & set(observed_sites(model_trace)):
+        return None
+    return set(latent_sites(model_trace)) - group
