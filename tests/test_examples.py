@@ -13,6 +13,14 @@ CHEAP_RUNS = {
     "full_covariance.py": ["--epochs", "2", "--hidden", "32", "--latent-dim", "3"],
     "elbo_surgery.py": ["--epochs", "2", "--hidden", "32", "--latent-dims", "2,3"],
     "aggregated_posterior.py": ["--epochs", "2", "--hidden", "32", "--num-samples", "50"],
+    "hierarchical.py": [
+        *("--epochs", "1", "--hidden", "16", "--latent-dim", "2"),
+        *("--num-samples", "20", "--warmup-epochs", "0", "--test-points", "30"),
+    ],
+    "gmvae_clustering.py": [
+        *("--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--clusters", "3"),
+        *("--num-samples", "20", "--warmup-epochs", "0", "--test-points", "30"),
+    ],
     "latent_geometry.py": [
         *("--epochs", "1", "--hidden", "16", "--latent-dim", "3"),
         *("--num-samples", "20", "--pseudo-inputs", "5", "--warmup-epochs", "0"),

@@ -1,5 +1,6 @@
 """Estimators and summaries that work from Pyro traces of any model/guide pair."""
 
+from .clustering import clustering_accuracy
 from .estimators import (
     KLDecomposition,
     Samples,
@@ -22,6 +23,7 @@ __all__ = [
     "Samples",
     "SiteLogProbs",
     "active_units",
+    "clustering_accuracy",
     "conditioned_log_prob",
     "correlation_summary",
     "draw_latents",
