@@ -18,12 +18,12 @@ from __future__ import annotations
 import math
 
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import constraints
 
-from .sphere import around_e1, reflect_onto, tangent_directions
+from .sphere import RotationSymmetric, around_e1, reflect_onto, tangent_directions
 
 
-class PowerSpherical(TorchDistribution):
+class PowerSpherical(RotationSymmetric):
     """PowerSpherical(mu, kappa) on S^{d-1}.
 
     Args:
@@ -32,26 +32,6 @@ class PowerSpherical(TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.sphere, "concentration": constraints.nonnegative}
-    support = constraints.sphere
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor, concentration, validate_args=None):
-        if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"loc must have a last dimension d >= 2, got shape {loc.shape}")
-        concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
-        self.loc = loc.expand(*batch_shape, loc.shape[-1])
-        self.concentration = concentration.expand(batch_shape)
-        self.dim = loc.shape[-1]
-        super().__init__(batch_shape, loc.shape[-1:], validate_args)
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        return PowerSpherical(
-            self.loc.expand(batch_shape + self.event_shape),
-            self.concentration.expand(batch_shape),
-            validate_args=False,
-        )
 
     def _alpha_beta(self) -> tuple[torch.Tensor, float]:
         beta = (self.dim - 1) / 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+from pyro.distributions import TorchDistribution, constraints
 
 SAME_DIRECTION = 1e-12  # |e_1 - mu|^2 below this: mu is e_1 and no reflection is needed
 
@@ -54,3 +55,31 @@ def reflect_onto(loc: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     degenerate = uu < SAME_DIRECTION
     coefficient = torch.where(degenerate, torch.zeros_like(uu), 2 / uu.clamp_min(SAME_DIRECTION))
     return z - coefficient * (z * u).sum(-1, keepdim=True) * u
+
+
+class RotationSymmetric(TorchDistribution):
+    """Base of distributions on S^{d-1} with a mean direction ``loc`` (unit vectors,
+    shape ``(*batch, d)``, d >= 2) and a ``concentration`` (shape broadcastable to
+    ``batch``) whose density depends on z only through mu^T z. Subclasses add the sampler
+    and the densities."""
+
+    support = constraints.sphere
+    has_rsample = True
+
+    def __init__(self, loc: torch.Tensor, concentration, validate_args=None):
+        if loc.dim() < 1 or loc.shape[-1] < 2:
+            raise ValueError(f"loc must have a last dimension d >= 2, got shape {loc.shape}")
+        concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
+        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
+        self.loc = loc.expand(*batch_shape, loc.shape[-1])
+        self.concentration = concentration.expand(batch_shape)
+        self.dim = loc.shape[-1]
+        super().__init__(batch_shape, loc.shape[-1:], validate_args)
+
+    def expand(self, batch_shape, _instance=None):
+        batch_shape = torch.Size(batch_shape)
+        return type(self)(
+            self.loc.expand(batch_shape + self.event_shape),
+            self.concentration.expand(batch_shape),
+            validate_args=False,
+        )

@@ -35,10 +35,10 @@ from functools import cache
 
 import numpy as np
 import torch
-from pyro.distributions import TorchDistribution, constraints
+from pyro.distributions import constraints
 
 from .bessel import bessel_ratio, log_ive_and_ratio
-from .sphere import around_e1, reflect_onto, tangent_directions
+from .sphere import RotationSymmetric, around_e1, reflect_onto, tangent_directions
 
 PROPOSALS = 48  # candidates per draw at most; the acceptance rate is >= 0.5 (tested)
 PROPOSALS_PER_ROUND = 8  # CPU draws in rounds of this many
@@ -178,7 +178,7 @@ def _wood_one_minus_w(kappa: torch.Tensor, dim: int) -> torch.Tensor:
     return result
 
 
-class VonMisesFisher(TorchDistribution):
+class VonMisesFisher(RotationSymmetric):
     """vMF(mu, kappa) on S^{d-1}; see the module docstring for the math.
 
     Args:
@@ -187,31 +187,11 @@ class VonMisesFisher(TorchDistribution):
     """
 
     arg_constraints = {"loc": constraints.sphere, "concentration": constraints.positive}
-    support = constraints.sphere
-    has_rsample = True
-
-    def __init__(self, loc: torch.Tensor, concentration, validate_args=None):
-        if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"loc must have a last dimension d >= 2, got shape {loc.shape}")
-        concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
-        batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
-        self.loc = loc.expand(*batch_shape, loc.shape[-1])
-        self.concentration = concentration.expand(batch_shape)
-        self.dim = loc.shape[-1]
-        super().__init__(batch_shape, loc.shape[-1:], validate_args)
 
     @property
     def order(self) -> float:
         """nu = d/2 - 1, the order of the Bessel function in the normaliser."""
         return self.dim / 2 - 1
-
-    def expand(self, batch_shape, _instance=None):
-        batch_shape = torch.Size(batch_shape)
-        return VonMisesFisher(
-            self.loc.expand(batch_shape + self.event_shape),
-            self.concentration.expand(batch_shape),
-            validate_args=False,
-        )
 
     def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape

@@ -122,48 +122,33 @@ def test_mean_field_objective_is_refused_for_a_dependent_guide(digits):
     fit(pair.model, pair.guide, digits, objective="Trace_ELBO", epochs=1, progress=False)
 
 
-def test_enumeration_under_trace_elbo_is_refused(digits):
+def discrete_pair(prefix: str, enumerate_guide: bool):
+    """y ~ Cat(3), x | y ~ Bernoulli(dec(one_hot(y))); guide q(y) (enumerated or not)."""
     logits = nn.Parameter(torch.zeros(3))
     dec = nn.Linear(3, 64)
 
     def model(x):
-        pyro.module("enum_model", nn.ModuleList([dec]))
+        pyro.module(f"{prefix}_model", nn.ModuleList([dec]))
         with pyro.plate("data", x.shape[0]):
             y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
-            pyro.sample(
-                "x",
-                dist.Bernoulli(logits=dec(nn.functional.one_hot(y, 3).float())).to_event(1),
-                obs=x,
-            )
+            code = nn.functional.one_hot(y, 3).float()
+            pyro.sample("x", dist.Bernoulli(logits=dec(code)).to_event(1), obs=x)
 
-    @pyro.infer.config_enumerate
     def guide(x):
-        pyro.param("enum_logits", logits)
+        pyro.param(f"{prefix}_logits", logits)
         with pyro.plate("data", x.shape[0]):
-            pyro.sample("y", dist.Categorical(logits=pyro.param("enum_logits")))
+            pyro.sample("y", dist.Categorical(logits=pyro.param(f"{prefix}_logits")))
 
+    return model, pyro.infer.config_enumerate(guide) if enumerate_guide else guide
+
+
+def test_enumeration_under_trace_elbo_is_refused(digits):
+    model, guide = discrete_pair("enum", enumerate_guide=True)
     with pytest.raises(ValueError, match="Trace_ELBO' does not fit"):
         fit(model, guide, digits, objective="Trace_ELBO", epochs=1, progress=False)
 
 
 def test_iwae_is_refused_for_a_non_reparameterized_guide(digits):
-    logits = nn.Parameter(torch.zeros(3))
-    dec = nn.Linear(3, 64)
-
-    def model(x):
-        pyro.module("iwae_model", nn.ModuleList([dec]))
-        with pyro.plate("data", x.shape[0]):
-            y = pyro.sample("y", dist.Categorical(logits=torch.zeros(3)))
-            pyro.sample(
-                "x",
-                dist.Bernoulli(logits=dec(nn.functional.one_hot(y, 3).float())).to_event(1),
-                obs=x,
-            )
-
-    def guide(x):
-        pyro.param("iwae_logits", logits)
-        with pyro.plate("data", x.shape[0]):
-            pyro.sample("y", dist.Categorical(logits=pyro.param("iwae_logits")))
-
+    model, guide = discrete_pair("iwae", enumerate_guide=False)
     with pytest.raises(ValueError, match="(?s)IWAE' does not fit.*reparameterized"):
         fit(model, guide, digits, objective="IWAE", epochs=1, progress=False)
