@@ -194,20 +194,6 @@ def test_values_outside_the_likelihood_support_are_rejected(digits_gray):
         fit(model, guide, negative, progress=False)
 
 
-def test_corrupt_or_foreign_checkpoints_are_rejected(digits, tmp_path):
-    model, guide = small_pair()
-    corrupt = tmp_path / "corrupt.pt"
-    corrupt.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="corrupt"):
-        fit(model, guide, digits, progress=False, resume=corrupt)
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"weights": 1}, foreign)
-    with pytest.raises(ValueError, match="not a pyrovae checkpoint"):
-        fit(model, guide, digits, progress=False, resume=foreign)
-    with pytest.raises(ValueError, match="does not exist"):
-        fit(model, guide, digits, progress=False, resume=tmp_path / "missing.pt")
-
-
 @pytest.mark.parametrize(
     "override, message",
     [
