@@ -310,3 +310,43 @@ def test_train_a_hierarchical_model_with_a_vamp_prior_on_top(tmp_path, capsys):
     assert results["model"] == "hvae" and -64 < results["test ELBO"] < 0
     spec = json.loads((out / "spec.json").read_text())["spec"]
     assert spec["model_options"] == {"bottom_dim": 2}
+
+
+def test_the_same_seed_twice_gives_identical_results_across_processes(tmp_path):
+    outputs = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pyrovae.cli",
+                "train",
+                *SMALL,
+                "--seed",
+                "3",
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(json.loads((out / "results.json").read_text()))
+    keys = ("train ELBO", "validation ELBO", "test ELBO")
+    assert [outputs[0][k] for k in keys] == [outputs[1][k] for k in keys]
+
+
+def test_an_unexpected_failure_is_one_line_without_a_traceback(tmp_path):
+    out_file = tmp_path / "a_file"
+    out_file.write_text("")
+    result = subprocess.run(
+        [sys.executable, "-m", "pyrovae.cli", "train", *SMALL, "--out", str(out_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "--verbose" in result.stderr

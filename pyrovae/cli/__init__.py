@@ -2,7 +2,8 @@
 
 Every subcommand builds its pair from a :class:`~pyrovae.cli.spec.RunSpec`; library
 errors (``ValueError``, ``FileNotFoundError``) end the run with a one-line message and
-exit status 2, never a traceback.
+exit status 2, any other failure with a one-line message and status 1; the traceback is
+shown only with ``--verbose``.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 
 from guides import FAMILIES
 from models import LIKELIHOODS, MODELS, PRIORS
@@ -145,9 +147,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, FileNotFoundError) as error:  # a user mistake: say what to change
         print(f"pyrovae {args.command}: error: {error}", file=sys.stderr)
         return 2
+    except Exception as error:  # anything else: one line, the traceback only with -v
+        if args.verbose:
+            traceback.print_exc()
+        first = str(error).splitlines()[0] if str(error) else ""
+        print(
+            f"pyrovae {args.command}: error: {type(error).__name__}: {first} "
+            "(run with --verbose for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

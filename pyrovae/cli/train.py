@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import pyro
+
 from pyrovae.evaluate import correlation_summary, count_parameters, posterior_correlation
 from pyrovae.report import format_table
 from pyrovae.train import FitConfig, estimate_elbo, fit
@@ -62,6 +64,7 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
     """Build, train and summarise one pair; return its results row."""
     spec.validate()
     data = spec.load_data()
+    pyro.set_rng_seed(config.seed)  # before the networks are built: one seed, one result
     model, guide = spec.build(data.num_features)
     save_json({"spec": spec.to_dict(), "config": config.to_dict()}, out / "spec.json")
     history = fit(model, guide, data, config, checkpoint=out / "checkpoint.pt", resume=resume)
