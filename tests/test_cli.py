@@ -350,3 +350,26 @@ def test_an_unexpected_failure_is_one_line_without_a_traceback(tmp_path):
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().count("\n") == 0 and "--verbose" in result.stderr
+
+
+def test_compare_works_with_one_guide(tmp_path):
+    out = tmp_path / "one"
+    args = ["compare", "--guides", "diagonal", *SMALL, "--num-samples", "30"]
+    code = main([*args, "--diag-samples", "30", "--eval-points", "20", "--out", str(out)])
+    assert code == 0
+    assert (out / "report.md").exists() and (out / "latent_marginals.png").exists()
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--diag-samples", "1", "must be >= 20"),
+        ("--num-samples", "0", "must be >= 1"),
+        ("--eval-points", "x", "expected an integer"),
+    ],
+)
+def test_compare_refuses_bad_sample_counts_before_training(flag, value, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", flag, value])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err

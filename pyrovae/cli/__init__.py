@@ -25,6 +25,21 @@ from . import train as train_command
 from .flags import add_option_flags, parse_int_tuple
 
 
+def at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``, refused with the reason otherwise."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def _names(registry):
     def parse(text: str) -> list[str]:
         names = [n for n in text.split(",") if n]
@@ -113,17 +128,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_spec_arguments(compare_parser, single_pair=False)
     compare_parser.add_argument(
-        "--num-samples", type=int, default=5000, help="importance samples per image for log p(x)"
+        "--num-samples",
+        type=at_least(1),
+        default=5000,
+        help="importance samples per image for log p(x)",
     )
     compare_parser.add_argument(
         "--diag-samples",
-        type=int,
+        type=at_least(20),
         default=1000,
         help="guide draws per image for the DataTree and PSIS",
     )
     compare_parser.add_argument(
         "--eval-points",
-        type=int,
+        type=at_least(2),
         default=500,
         help="test images for the KL decomposition and DataTree",
     )

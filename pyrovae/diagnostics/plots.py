@@ -53,7 +53,9 @@ def plot_latent_marginals(
     common = set.intersection(*(set(t["posterior"].data_vars) for t in trees.values()))
     first = next(iter(trees.values()))
     names = [v for v in first["posterior"].data_vars if v in common]
-    pc = arviz_plots.plot_forest(dict(trees), var_names=names, coords={"obs": list(points)})
+    # arviz-plots 0.8 fails on a dict holding one model: pass a lone tree as it is
+    source = first if len(trees) == 1 else dict(trees)
+    pc = arviz_plots.plot_forest(source, var_names=names, coords={"obs": list(points)})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = pc.viz["chart"].item() if "chart" in pc.viz else None
