@@ -19,12 +19,14 @@ from .families import (
 )
 from .gmvae import GMVAEGuide, build_gmvae_guide
 from .hierarchical import HierarchicalGuide, build_hierarchical_guide
+from .m2 import SemiSupervisedGuide, build_m2_guide
 
 # Guide builders by model name (models.MODELS has the matching model builders).
 GUIDE_BUILDERS = {
     "vae": build_guide,
     "hvae": build_hierarchical_guide,
     "gmvae": build_gmvae_guide,
+    "m2": build_m2_guide,
 }
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "FlowHead",
     "FullCovarianceHead",
     "GMVAEGuide",
+    "SemiSupervisedGuide",
+    "build_m2_guide",
     "GuideHead",
     "build_gmvae_guide",
     "HierarchicalGuide",

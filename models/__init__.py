@@ -9,6 +9,7 @@ from .likelihoods import (
     GaussianLikelihood,
     make_likelihood,
 )
+from .m2 import SemiSupervisedVAE, build_m2
 from .priors import (
     PRIORS,
     DirichletPrior,
@@ -24,7 +25,7 @@ from .vae import VAE, build_vae
 
 # Model builders by name (the CLI's --model); each has a guide builder of the same name in
 # guides.GUIDE_BUILDERS. Keyword options after the common arguments become --model-NAME-*.
-MODELS = {"vae": build_vae, "hvae": build_hvae, "gmvae": build_gmvae}
+MODELS = {"vae": build_vae, "hvae": build_hvae, "gmvae": build_gmvae, "m2": build_m2}
 
 __all__ = [
     "MODELS",
@@ -33,6 +34,8 @@ __all__ = [
     "VAE",
     "BernoulliLikelihood",
     "ConditionalNormal",
+    "SemiSupervisedVAE",
+    "build_m2",
     "GaussianMixtureVAE",
     "build_gmvae",
     "HierarchicalVAE",

@@ -71,6 +71,11 @@ class DataSplits:
             None if self.labels is None else {k: move(v) for k, v in self.labels.items()},
         )
 
+    def present_like_train(self, x: torch.Tensor) -> torch.Tensor:
+        """Rows of gray levels presented as a training batch is: a fresh Bernoulli draw
+        under ``"dynamic"`` binarization, unchanged otherwise."""
+        return torch.bernoulli(x) if self.binarize == "dynamic" else x
+
     def batches(self, split: str, batch_size: int, shuffle: bool = False) -> Iterator[torch.Tensor]:
         """Minibatches of ``split`` as presented to a model.
 
@@ -135,6 +140,30 @@ def make_splits(
     return DataSplits(
         name, splits["train"], splits["validation"], splits["test"], binarize, image_shape
     )
+
+
+def labeled_subset(
+    data: DataSplits, per_class: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` training rows of every class, chosen with ``seed``: ``(x, y)`` with x
+    as stored (gray levels under dynamic binarization) and y int64 labels. The semi-
+    supervised protocol: e.g. 10 per class = 100 labels."""
+    if data.labels is None:
+        raise ValueError(
+            f"data set {data.name!r} has no labels; semi-supervised training needs them"
+        )
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1, got {per_class}")
+    labels = data.labels["train"].cpu()
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for k in labels.unique().tolist():
+        rows = torch.nonzero(labels == k).flatten()
+        if len(rows) < per_class:
+            raise ValueError(f"class {k} has {len(rows)} training rows, fewer than {per_class}")
+        chosen.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])
+    index = torch.cat(chosen)
+    return data.train[index.to(data.train.device)], labels[index].to(data.train.device)
 
 
 def check_data(x: torch.Tensor, what: str = "data") -> None:

@@ -61,6 +61,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
     data.add_argument("--binarize", default="dynamic", choices=BINARIZE_MODES)
     pair = parser.add_argument_group("model and guide")
     pair.add_argument("--model", default="vae", choices=sorted(MODELS), help="generative model")
+    pair.add_argument(
+        "--labels-per-class",
+        type=at_least(1),
+        default=10,
+        help="labelled training images per class for semi-supervised models (m2)",
+    )
     if single_pair:
         pair.add_argument("--guide", default="diagonal", choices=sorted(FAMILIES))
         pair.add_argument("--prior", default="standard", choices=sorted(PRIORS))

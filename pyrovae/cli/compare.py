@@ -22,6 +22,7 @@ import pyro
 import torch
 
 from pyrovae import diagnostics, evaluate, supports
+from pyrovae.data import labeled_subset
 from pyrovae.diagnostics import plots
 from pyrovae.report import format_table
 from pyrovae.train import fit
@@ -123,7 +124,12 @@ def run(args: argparse.Namespace) -> None:
         pyro.set_rng_seed(args.seed)  # same model initialisation for every pair
         model, guide = spec.build(data.num_features)
         save_json({"spec": spec.to_dict(), "config": config.to_dict()}, out / label / "spec.json")
-        history = fit(model, guide, data, config, checkpoint=out / label / "checkpoint.pt")
+        labeled = None
+        if spec.takes_labels:
+            labeled = labeled_subset(data, spec.labels_per_class, config.seed)
+        history = fit(
+            model, guide, data, config, checkpoint=out / label / "checkpoint.pt", labeled=labeled
+        )
         save_json(history.to_dict(), out / label / "history.json")
         row = {
             "run": label,

@@ -53,6 +53,7 @@ class RunSpec:
     prior_options: dict = field(default_factory=dict)
     guide_options: dict = field(default_factory=dict)
     model_options: dict = field(default_factory=dict)
+    labels_per_class: int = 10  # semi-supervised models only (m2)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -91,6 +92,10 @@ class RunSpec:
         check_options(
             f"guide family {self.guide!r}", FAMILIES[self.guide], self.guide_options, SIZES
         )
+
+    @property
+    def takes_labels(self) -> bool:
+        return getattr(MODELS[self.model], "takes_labels", False)
 
     def load_data(self) -> DataSplits:
         return load_dataset(self.dataset, self.binarize, data_dir=self.data_dir)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyro
 
+from pyrovae.data import labeled_subset
 from pyrovae.evaluate import correlation_summary, count_parameters, posterior_correlation
 from pyrovae.report import format_table
 from pyrovae.train import FitConfig, estimate_elbo, fit
@@ -42,6 +43,7 @@ def spec_from_args(
         prior_options=chosen_options(args, "prior", priors)[prior],
         guide_options=chosen_options(args, "guide", guides)[guide],
         model_options=chosen_options(args, "model", [args.model])[args.model],
+        labels_per_class=args.labels_per_class,
     )
 
 
@@ -67,7 +69,18 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
     pyro.set_rng_seed(config.seed)  # before the networks are built: one seed, one result
     model, guide = spec.build(data.num_features)
     save_json({"spec": spec.to_dict(), "config": config.to_dict()}, out / "spec.json")
-    history = fit(model, guide, data, config, checkpoint=out / "checkpoint.pt", resume=resume)
+    labeled = (
+        labeled_subset(data, spec.labels_per_class, config.seed) if spec.takes_labels else None
+    )
+    history = fit(
+        model,
+        guide,
+        data,
+        config,
+        checkpoint=out / "checkpoint.pt",
+        resume=resume,
+        labeled=labeled,
+    )
     save_json(history.to_dict(), out / "history.json")
     splits = data.to(config.device)
     row = {
@@ -86,6 +99,9 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
                 model, guide, splits.presented(split), config.objective
             )
     row.update(correlation_summary(posterior_correlation(guide, splits.split("test"))))
+    if spec.takes_labels and data.labels is not None:
+        predicted = guide.posterior(splits.split("test")).probs.argmax(-1)
+        row["test accuracy"] = (predicted == splits.labels["test"]).float().mean().item()
     save_json(row, out / "results.json")
     return row
 

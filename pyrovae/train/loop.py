@@ -91,6 +91,17 @@ def _observed_scale(model: Callable, guide: Callable, x: torch.Tensor) -> float:
     return float(model_trace.nodes[name]["scale"])
 
 
+def _check_labeled(labeled, splits: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_l, y_l) on the data's device, with the shapes checked."""
+    x_l, y_l = labeled
+    if x_l.dim() != 2 or x_l.shape[1] != splits.num_features or y_l.shape != (x_l.shape[0],):
+        raise ValueError(
+            f"labeled must be (x of shape (M, {splits.num_features}), y of shape (M,)); got "
+            f"{tuple(x_l.shape)} and {tuple(y_l.shape)}"
+        )
+    return x_l.to(splits.train.device), y_l.to(splits.train.device).long()
+
+
 def kl_paths(model: Callable, guide: Callable, x: torch.Tensor) -> str:
     """How ``TraceMeanField_ELBO`` gets each latent site's KL on this pair:
     ``"z=analytic"`` (closed form registered) or ``"z=monte-carlo"``, comma-separated."""
@@ -199,6 +210,7 @@ def fit(
     *,
     checkpoint: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
+    labeled: tuple[torch.Tensor, torch.Tensor] | None = None,
     **overrides,
 ) -> FitHistory:
     """Train ``guide`` and ``model`` by SVI on ``data``'s training split.
@@ -214,6 +226,10 @@ def fit(
             epoch, RNG state, history.
         resume: a checkpoint to continue from; the run then ends where an uninterrupted
             run with the same config and seed would.
+        labeled: ``(x_l, y_l)`` for a semi-supervised pair called as ``model(x, y)``: every
+            step adds the labelled ELBO of all of them (their own N_l/B_l = 1 scale; gray
+            levels are binarized per step like the training batches), so the loss is
+            ``-[ELBO(unlabelled) + ELBO(labelled)]`` as in Kingma et al. (2014).
 
     Returns:
         a :class:`FitHistory`; with ``patience`` set, the best-validation parameters are
@@ -244,6 +260,10 @@ def fit(
     if config.objective == "TraceEnum_ELBO":
         step.scaler.beta_sites = warmup_sites(model, guide, probe, config.max_plate_nesting)
     check_objective(config.objective, step.elbo, step.model, step.guide, probe)
+    if labeled is not None:
+        labeled = _check_labeled(labeled, splits)
+        x_l = splits.present_like_train(labeled[0])
+        check_objective("Trace_ELBO", step.labeled_elbo, step.model, step.guide, x_l, labeled[1])
     step._setup(probe)
     history.kl_path = kl_paths(model, guide, probe)
 
@@ -275,7 +295,10 @@ def fit(
             total, count = 0.0, 0
             for x in splits.batches("train", config.batch_size, shuffle=True):
                 data_scale = 1.0 if self_scaled else n_train / x.shape[0]
-                loss = step(x, data_scale=data_scale, beta=beta)
+                extra = None
+                if labeled is not None:
+                    extra = (splits.present_like_train(labeled[0]), labeled[1], 1.0)
+                loss = step(x, data_scale=data_scale, beta=beta, labeled=extra)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"the loss became {loss} in epoch {epoch}; lower learning_rate "

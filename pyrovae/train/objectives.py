@@ -138,14 +138,14 @@ def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1
     )
 
 
-def check_objective(name: str, objective, model: Callable, guide: Callable, x) -> None:
+def check_objective(name: str, objective, model: Callable, guide: Callable, *args) -> None:
     """Compute one loss with Pyro's validation on and its warnings as errors; raise
     ``ValueError`` saying why if the objective does not fit the pair (a mean-field ELBO on
     a guide whose sites depend on each other, enumeration under Trace_ELBO, ...)."""
     with pyro.validation_enabled(True), warnings.catch_warnings():
         warnings.filterwarnings("error", module=r"pyro\.")
         try:
-            loss = objective.differentiable_loss(model, guide, x)
+            loss = objective.differentiable_loss(model, guide, *args)
         except (NotImplementedError, ValueError, RuntimeError, UserWarning) as error:
             raise ValueError(
                 f"objective {name!r} does not fit this model/guide pair: {error}. "

@@ -29,6 +29,7 @@ class SVIStep:
     ):
         self.objective = objective
         self.elbo = make_objective(objective, num_particles, max_plate_nesting)
+        self.labeled_elbo = make_objective("Trace_ELBO", num_particles, max_plate_nesting)
         self.scaler = SiteScale(data_plate=data_plate)
         self.model = self.scaler(model)
         self.guide = self.scaler(guide)
@@ -51,12 +52,26 @@ class SVIStep:
             )
         self.optimizer = torch.optim.Adam(self.params, lr=self.learning_rate)
 
-    def __call__(self, x: torch.Tensor, data_scale: float = 1.0, beta: float = 1.0) -> float:
-        """Take one step; return the scaled loss (a negative ELBO estimate, nats)."""
+    def __call__(
+        self,
+        x: torch.Tensor,
+        data_scale: float = 1.0,
+        beta: float = 1.0,
+        labeled: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+    ) -> float:
+        """Take one step; return the scaled loss (a negative ELBO estimate, nats).
+
+        ``labeled = (x_l, y_l, scale_l)`` adds the labelled term of a semi-supervised pair,
+        ``-ELBO(x_l, y_l)`` computed by ``Trace_ELBO`` (y observed: nothing to enumerate)
+        with the data plate scaled by ``scale_l`` (N_labelled / B_labelled)."""
         if self.optimizer is None:
             self._setup(x)
         self.scaler.data_scale, self.scaler.beta = data_scale, beta
         loss = self.elbo.differentiable_loss(self.model, self.guide, x)
+        if labeled is not None:
+            x_l, y_l, scale_l = labeled
+            self.scaler.data_scale = scale_l
+            loss = loss + self.labeled_elbo.differentiable_loss(self.model, self.guide, x_l, y_l)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

