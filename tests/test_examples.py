@@ -21,6 +21,10 @@ CHEAP_RUNS = {
         *("--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--clusters", "3"),
         *("--num-samples", "20", "--warmup-epochs", "0", "--test-points", "30"),
     ],
+    "semi_supervised.py": [
+        *("--epochs", "1", "--hidden", "16", "--classifier-steps", "5"),
+        *("--num-samples", "10", "--test-points", "30"),
+    ],
     "latent_geometry.py": [
         *("--epochs", "1", "--hidden", "16", "--latent-dim", "3"),
         *("--num-samples", "20", "--pseudo-inputs", "5", "--warmup-epochs", "0"),
