@@ -73,9 +73,9 @@ def main(args: argparse.Namespace) -> list[dict]:
         labeled=(x_l, y_l),
         progress=False,
     )
+    alone = classifier_alone(x_l, y_l, data, args)
     with torch.no_grad():
         m2_accuracy = (guide.posterior(test).probs.argmax(-1) == truth).float().mean().item()
-        alone = classifier_alone(x_l, y_l, data, args)
         alone_accuracy = (alone(test).argmax(-1) == truth).float().mean().item()
     log_px = evaluate.log_likelihood(model, guide, test, args.num_samples)
     se = lambda p: math.sqrt(p * (1 - p) / len(truth))  # noqa: E731
