@@ -74,7 +74,12 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
         ) from error
 
     guide_latents = set(latent_sites(guide_trace))
-    model_latents = set(latent_sites(model_trace))
+    # sites the model enumerates itself (config_enumerate) are summed out, not guided
+    model_latents = {
+        name
+        for name in latent_sites(model_trace)
+        if name in guide_latents or not model_trace.nodes[name]["infer"].get("enumerate")
+    }
     if guide_latents != model_latents:
         raise ValueError(
             "guide and model latent sites differ: "

@@ -373,3 +373,28 @@ def test_compare_refuses_bad_sample_counts_before_training(flag, value, message,
         main(["compare", flag, value])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_runs_on_the_hierarchical_model(tmp_path):
+    out = tmp_path / "hcompare"
+    code = main(
+        [
+            "compare",
+            "--model",
+            "hvae",
+            "--priors",
+            "standard,vamp",
+            "--guides",
+            "diagonal",
+            "--prior-vamp-num-pseudo-inputs",
+            "10",
+            *SMALL,
+            *("--num-samples", "30", "--diag-samples", "30", "--eval-points", "20"),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [r["run"] for r in rows] == ["standard+diagonal", "vamp+diagonal"]
+    assert (out / "datatree_vamp+diagonal.nc").exists()

@@ -10,6 +10,7 @@ from .objectives import (
     check_objective,
     find_data_plate,
     make_objective,
+    warmup_sites,
 )
 from .step import SVIStep
 
@@ -29,4 +30,5 @@ __all__ = [
     "kl_paths",
     "load_checkpoint",
     "make_objective",
+    "warmup_sites",
 ]
