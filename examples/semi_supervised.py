@@ -52,6 +52,8 @@ def main(args: argparse.Namespace) -> list[dict]:
     test = data.split("test")[: args.test_points]
     truth = data.labels["test"][: args.test_points]
 
+    # alpha must match the N/B-scaled unlabelled ELBO: Kingma et al. use 0.1 N
+    alpha = args.classifier_weight or 0.1 * data.train.shape[0]
     pyro.set_rng_seed(args.seed)
     guide = build_m2_guide(data.num_features, args.latent_dim, hidden=(args.hidden,))
     model = build_m2(
@@ -59,7 +61,7 @@ def main(args: argparse.Namespace) -> list[dict]:
         args.latent_dim,
         (args.hidden,),
         posterior=guide.posterior,
-        classifier_weight=args.classifier_weight,
+        classifier_weight=alpha,
     )
     fit(
         model,
@@ -94,8 +96,9 @@ def main(args: argparse.Namespace) -> list[dict]:
         },
     ]
     print(
-        f"{data.name}: {len(y_l)} labels ({args.labels_per_class} per class), {args.epochs} "
-        f"epochs, {len(truth)} test images; log p(x) from {args.num_samples} samples, nats"
+        f"{data.name}: {len(y_l)} labels ({args.labels_per_class} per class), alpha {alpha:g}, "
+        f"{args.epochs} epochs, {len(truth)} test images; log p(x) from {args.num_samples} "
+        "samples, nats"
     )
     print(format_table(rows))
     out = Path(args.out)
@@ -116,7 +119,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=64, help="width of the hidden layers")
     parser.add_argument("--epochs", type=int, default=100, help="M2 training epochs")
     parser.add_argument("--classifier-steps", type=int, default=300, help="label-only steps")
-    parser.add_argument("--classifier-weight", type=float, default=50.0, help="alpha")
+    parser.add_argument(
+        "--classifier-weight",
+        type=float,
+        default=None,
+        help="alpha per labelled image; default 0.1 N_train (Kingma et al. 2014)",
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate")
     parser.add_argument("--num-samples", type=int, default=500, help="importance samples")
     parser.add_argument("--test-points", type=int, default=10_000, help="test images used")

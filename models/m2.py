@@ -39,8 +39,10 @@ class SemiSupervisedVAE(nn.Module):
         data_dim, latent_dim, num_classes: D, d, K.
         posterior: ``x -> q(y | x)`` (the guide's ``posterior``), for the classifier term;
             ``None`` leaves it out.
-        classifier_weight: alpha (Kingma et al. use 0.1 N; Pyro's tutorial 0.1 x the data
-            size), per labelled data point.
+        classifier_weight: alpha per labelled data point. It must match the unlabelled
+            ELBO, which ``fit`` scales by N/B: Kingma et al. use 0.1 N (the default 50 suits
+            digits, N = 1,347; use about 5,000 for 50,000 images). Measured on
+            Fashion-MNIST: alpha = 50 left M2 at 30.6 % against 63.5 % for labels alone.
     """
 
     def __init__(
