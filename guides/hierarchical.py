@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from pyrovae.naming import unique_name
-from pyrovae.nn import mlp
+from pyrovae.nn import concat_broadcast, mlp
 
 from .encoders import MLPEncoder
 from .families import make_head
@@ -38,8 +38,7 @@ class HierarchicalGuide(nn.Module):
         with pyro.plate("data", x.shape[0], device=x.device):
             features = self.encoder(x)
             z2 = pyro.sample("z2", self.head(features))
-            features = features.expand(*z2.shape[:-1], features.shape[-1])
-            hidden = self.bottom_net(torch.cat([features, z2], -1))
+            hidden = self.bottom_net(concat_broadcast(features, z2))
             pyro.sample("z1", self.bottom_head(hidden))
 
     guide = forward

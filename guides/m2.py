@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn.functional import one_hot
 
 from pyrovae.naming import unique_name
-from pyrovae.nn import mlp
+from pyrovae.nn import concat_broadcast, mlp
 
 from .encoders import MLPEncoder
 from .families import make_head
@@ -44,12 +44,7 @@ class SemiSupervisedGuide(nn.Module):
                 )
             features = self.encoder(x)
             code = one_hot(y, self.num_classes).to(features.dtype)
-            batch = torch.broadcast_shapes(code.shape[:-1], features.shape[:-1])
-            inputs = torch.cat(
-                [features.expand(*batch, features.shape[-1]), code.expand(*batch, code.shape[-1])],
-                -1,
-            )
-            pyro.sample("z", self.head(self.z_net(inputs)))
+            pyro.sample("z", self.head(self.z_net(concat_broadcast(features, code))))
 
     guide = forward
 

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.functional import one_hot
 
 from pyrovae.naming import unique_name
-from pyrovae.nn import mlp
+from pyrovae.nn import concat_broadcast, mlp
 
 from .likelihoods import make_likelihood
 
@@ -74,9 +74,7 @@ class SemiSupervisedVAE(nn.Module):
             label = pyro.sample("y", dist.Categorical(logits=x.new_zeros(k)), obs=y)
             z = pyro.sample("z", dist.Normal(x.new_zeros(d), 1.0).to_event(1))
             code = one_hot(label, k).to(x.dtype)
-            batch = torch.broadcast_shapes(code.shape[:-1], z.shape[:-1])
-            inputs = torch.cat([z.expand(*batch, d), code.expand(*batch, k)], -1)
-            pyro.sample("x", self.likelihood(self.decoder(inputs)), obs=x)
+            pyro.sample("x", self.likelihood(self.decoder(concat_broadcast(z, code))), obs=x)
             if y is not None and self.posterior is not None:
                 log_q = self.posterior(x).log_prob(y)
                 pyro.factor("classifier", self.classifier_weight * log_q)

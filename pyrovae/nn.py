@@ -55,3 +55,10 @@ def output_width(network: nn.Sequential, in_features: int) -> int:
         if isinstance(layer, GatedDense):
             return layer.linear.out_features
     return in_features
+
+
+def concat_broadcast(*tensors: torch.Tensor) -> torch.Tensor:
+    """Concatenate along the last axis after broadcasting every other axis: e.g. features
+    ``(B, F)`` with ``one_hot(y)`` of an enumerated y ``(K, 1, C)`` give ``(K, B, F + C)``."""
+    batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
+    return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
