@@ -60,6 +60,22 @@ from .step import SVIStep
 
 logger = logging.getLogger(__name__)
 
+MAX_SKIPPED_IN_A_ROW = 3  # non-finite steps in a row that stop training
+
+
+def _snapshot(model, guide, step) -> dict:
+    return {"model": _state(model), "guide": _state(guide), "params": _copy_params(step.params)}
+
+
+def _restore(model, guide, step, snapshot: dict) -> None:
+    """Put the pair and the optimised tensors back to ``snapshot`` (optimizer state is not
+    touched by skipped steps)."""
+    _load_state(model, snapshot["model"])
+    _load_state(guide, snapshot["guide"])
+    with torch.no_grad():
+        for p, saved in zip(step.params, snapshot["params"], strict=True):
+            p.copy_(saved)
+
 
 @torch.no_grad()
 def estimate_elbo(
@@ -147,8 +163,8 @@ class FitConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
         if self.warmup_epochs < 0:
             raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.patience is not None and self.patience < 1:
@@ -172,6 +188,7 @@ class FitHistory:
     seconds: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
     kl_path: str = ""
     config: dict = field(default_factory=dict)
 
@@ -292,20 +309,27 @@ def fit(
         for epoch in bar:
             beta = config.beta(epoch)
             started = time.perf_counter()
-            total, count = 0.0, 0
+            total, count, batch_index = 0.0, 0, 0
+            epoch_start = _snapshot(model, guide, step)
             for x in splits.batches("train", config.batch_size, shuffle=True):
                 data_scale = 1.0 if self_scaled else n_train / x.shape[0]
                 extra = None
                 if labeled is not None:
                     extra = (splits.present_like_train(labeled[0]), labeled[1], 1.0)
                 loss = step(x, data_scale=data_scale, beta=beta, labeled=extra)
-                if not math.isfinite(loss):
+                batch_index += 1
+                if step.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+                    _restore(model, guide, step, epoch_start)
                     raise FloatingPointError(
-                        f"the loss became {loss} in epoch {epoch}; lower learning_rate "
-                        f"(now {config.learning_rate}) or use KL warm-up"
+                        f"the loss or its gradient was non-finite ({loss}) in "
+                        f"{step.skipped_in_a_row} steps in a row (epoch {epoch}, step "
+                        f"{batch_index}); those steps were skipped and the pair is restored "
+                        f"to the start of epoch {epoch}. Lower learning_rate (now "
+                        f"{config.learning_rate}) or use KL warm-up"
                     )
-                total += loss * x.shape[0] / n_train
-                count += x.shape[0]
+                if math.isfinite(loss):
+                    total += loss * x.shape[0] / n_train
+                    count += x.shape[0]
             seconds = time.perf_counter() - started
             val = (
                 estimate_elbo(
@@ -320,7 +344,8 @@ def fit(
             )
             history.epoch.append(epoch)
             history.beta.append(beta)
-            history.train_objective.append(-total / count)
+            history.train_objective.append(-total / count if count else float("nan"))
+            history.skipped_steps = step.skipped_total
             history.validation_elbo.append(val)
             history.seconds.append(seconds)
             bar.set_postfix(val_elbo=f"{val:.2f}", beta=f"{beta:.2f}")
@@ -336,6 +361,13 @@ def fit(
                     }
                 else:
                     bad_epochs += 1
+            if not all(bool(torch.isfinite(p).all()) for p in step.params):
+                _restore(model, guide, step, epoch_start)
+                raise FloatingPointError(
+                    f"the parameters became non-finite in epoch {epoch}; the pair is restored "
+                    f"to the start of the epoch and nothing was checkpointed. Lower "
+                    f"learning_rate (now {config.learning_rate})"
+                )
             if checkpoint is not None:
                 _save_atomic(
                     {

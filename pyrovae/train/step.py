@@ -1,7 +1,12 @@
-"""One optimisation step of an objective on a minibatch, with a native torch optimizer."""
+"""One optimisation step of an objective on a minibatch, with a native torch optimizer.
+
+The loss and the gradients are checked BEFORE the optimizer step: a non-finite one is
+skipped (and counted), so NaN or Inf never reaches the parameters or Adam's state."""
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 
 import pyro.poutine as poutine
@@ -36,6 +41,8 @@ class SVIStep:
         self.learning_rate = learning_rate
         self.params: list[torch.Tensor] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
+        self.skipped_total = 0
 
     def _setup(self, x: torch.Tensor) -> None:
         with poutine.trace(param_only=True) as param_capture:
@@ -67,12 +74,32 @@ class SVIStep:
         if self.optimizer is None:
             self._setup(x)
         self.scaler.data_scale, self.scaler.beta = data_scale, beta
-        loss = self.elbo.differentiable_loss(self.model, self.guide, x)
-        if labeled is not None:
-            x_l, y_l, scale_l = labeled
-            self.scaler.data_scale = scale_l
-            loss = loss + self.labeled_elbo.differentiable_loss(self.model, self.guide, x_l, y_l)
+        with warnings.catch_warnings():
+            # a NaN loss is handled below (skipped and counted); Pyro's warning adds nothing
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            loss = self.elbo.differentiable_loss(self.model, self.guide, x)
+            if labeled is not None:
+                x_l, y_l, scale_l = labeled
+                self.scaler.data_scale = scale_l
+                loss = loss + self.labeled_elbo.differentiable_loss(
+                    self.model, self.guide, x_l, y_l
+                )
+        value = loss.item()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if math.isfinite(value):
+            loss.backward()
+        if not (math.isfinite(value) and self._gradients_are_finite()):
+            # never let a non-finite loss or gradient reach the parameters
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped_in_a_row += 1
+            self.skipped_total += 1
+            return value
         self.optimizer.step()
-        return loss.item()
+        self.skipped_in_a_row = 0
+        return value
+
+    def _gradients_are_finite(self) -> bool:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        if not grads:
+            return True
+        return bool(torch.isfinite(torch.stack([g.sum() for g in grads])).all())
