@@ -35,6 +35,15 @@ def sample_sites(trace) -> list[str]:
     ]
 
 
+def masked_log_prob(site) -> torch.Tensor:
+    """A sample site's log density at its value, times its mask (Pyro's ``obs_mask`` and
+    ``poutine.mask``); its scale is not applied."""
+    log_prob = site["fn"].log_prob(site["value"])
+    if site.get("mask") is not None and site["mask"] is not True:
+        log_prob = log_prob * site["mask"]
+    return log_prob
+
+
 def latent_sites(trace) -> list[str]:
     """Names of the non-observed sample sites."""
     return [name for name in sample_sites(trace) if not trace.nodes[name]["is_observed"]]

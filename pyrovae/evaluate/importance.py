@@ -21,7 +21,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 
-from pyrovae.checks import latent_sites, sample_sites
+from pyrovae.checks import latent_sites, masked_log_prob, sample_sites
 
 PARTICLE_PLATE = "importance_samples"
 
@@ -54,10 +54,7 @@ class SiteLogProbs:
 
 def site_log_prob(trace, name: str, shape: tuple[int, ...]) -> torch.Tensor:
     """The masked log density of site ``name``, required to have shape ``shape``."""
-    site = trace.nodes[name]
-    log_prob = site["fn"].log_prob(site["value"])
-    if site.get("mask") is not None and site["mask"] is not True:
-        log_prob = log_prob * site["mask"]
+    log_prob = masked_log_prob(trace.nodes[name])
     if tuple(log_prob.shape) != tuple(shape):
         raise ValueError(
             f"site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected {tuple(shape)} "
@@ -169,23 +166,16 @@ def enumerated_log_weights(
     log_w, log_q_y = 0.0, 0.0
     for name in sample_sites(model_trace):
         site = model_trace.nodes[name]
-        log_w = log_w + _masked(site)
+        log_w = log_w + masked_log_prob(site)
     for name in latent_sites(guide_trace):
         site = guide_trace.nodes[name]
         if name in discrete:
-            log_q_y = log_q_y + _masked(site)
+            log_q_y = log_q_y + masked_log_prob(site)
         else:
-            log_w = log_w - _masked(site)
+            log_w = log_w - masked_log_prob(site)
     shape = (num_samples, x.shape[0])
     lead = torch.broadcast_shapes(log_w.shape, log_q_y.shape)[:-2]
     log_w = log_w.expand(*lead, *shape).reshape(-1, *shape)
     # q(y | x) is the same for every draw of z: keep one copy of the sample axis
     log_q_y = torch.as_tensor(log_q_y).expand(*lead, *shape).reshape(-1, *shape)[:, :1]
     return log_w, log_q_y
-
-
-def _masked(site) -> torch.Tensor:
-    log_prob = site["fn"].log_prob(site["value"])
-    if site.get("mask") is not None and site["mask"] is not True:
-        log_prob = log_prob * site["mask"]
-    return log_prob

@@ -33,7 +33,13 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
 
-from pyrovae.checks import latent_sites, observed_sites, sample_sites
+from pyrovae.checks import (
+    latent_sites,
+    masked_log_prob,
+    observed_sites,
+    sample_sites,
+    trace_pair,
+)
 
 DATA_PLATE = "data"
 IWAE_PLATE = "iwae_particles"
@@ -80,9 +86,7 @@ class IWAE:
                     raise NotImplementedError(
                         f"IWAE needs a reparameterized guide; site {name!r} has no rsample"
                     )
-                log_prob = site["fn"].log_prob(site["value"])
-                if site.get("mask") is not None and site["mask"] is not True:
-                    log_prob = log_prob * site["mask"]
+                log_prob = masked_log_prob(site)
                 if log_prob.dim() != 2 or log_prob.shape[0] != self.num_particles:
                     raise ValueError(
                         f"IWAE: site {name!r} has log_prob shape {tuple(log_prob.shape)}; every "
@@ -195,8 +199,6 @@ def find_data_plate(
     ``pyro.plate("data", N, subsample=x)``) records ``full_size = N`` and Pyro already
     scales its sites by N/B: ``fit`` must not scale them again.
     """
-    from pyrovae.checks import trace_pair
-
     with pyro.validation_enabled(False):
         _, model_trace = trace_pair(model, guide, x)
     frames = {}
