@@ -66,12 +66,10 @@ def build_gmvae_guide(
     name: str | None = None,
     *,
     num_clusters: int = 10,
-    learn_weights: bool = False,
     **family_options,
 ) -> GMVAEGuide:
     """Encoder ``D -> hidden...``, a linear classifier to K logits, and q(z | x, y) from a
     registered ``family`` head over an MLP of [features, one_hot(y)]."""
-    del learn_weights  # a model option; accepted so both builders take the same options
     encoder = MLPEncoder(data_dim, hidden, activation)
     width = encoder.out_features
     classifier = nn.Linear(width, num_clusters)

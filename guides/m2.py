@@ -61,12 +61,10 @@ def build_m2_guide(
     name: str | None = None,
     *,
     num_classes: int = 10,
-    classifier_weight: float = 50.0,
     **family_options,
 ) -> SemiSupervisedGuide:
     """A classifier MLP ``D -> hidden... -> K``, an encoder for z, and q(z | x, y) from a
     registered ``family`` head over an MLP of [features, one_hot(y)]."""
-    del classifier_weight  # a model option; accepted so both builders take the same options
     classifier_net = mlp(data_dim, hidden, num_classes, activation)
     encoder = MLPEncoder(data_dim, hidden, activation)
     width = encoder.out_features

@@ -6,6 +6,7 @@ This is the one place that maps names to concrete models and guides (the registr
 
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -104,13 +105,14 @@ class RunSpec:
         """A fresh (model, guide) pair for data with ``data_dim`` features. The guide is
         built first: a VampPrior receives its posterior map."""
         self.validate()
-        guide = GUIDE_BUILDERS[self.model](
+        guide_builder = GUIDE_BUILDERS[self.model]
+        guide = guide_builder(
             data_dim,
             self.latent_dim,
             self.guide,
             self.hidden,
             self.activation,
-            **self.model_options,
+            **accepted_by(guide_builder, self.model_options),
             **self.guide_options,
         )
         model = MODELS[self.model](
@@ -125,6 +127,13 @@ class RunSpec:
             **self.model_options,
         )
         return model, guide
+
+
+def accepted_by(builder, options: dict) -> dict:
+    """The entries of ``options`` that ``builder`` takes by name (a model option such as
+    ``num_clusters`` reaches the guide builder only if it declares it)."""
+    names = inspect.signature(builder).parameters
+    return {k: v for k, v in options.items() if k in names}
 
 
 def save_json(obj: dict, path: Path) -> None:
