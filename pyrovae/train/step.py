@@ -84,11 +84,10 @@ class SVIStep:
                 loss = loss + self.labeled_elbo.differentiable_loss(
                     self.model, self.guide, x_l, y_l
                 )
-        value = loss.item()
         self.optimizer.zero_grad(set_to_none=True)
-        if math.isfinite(value):
-            loss.backward()
-        if not (math.isfinite(value) and self._gradients_are_finite()):
+        loss.backward()
+        value, gradient_sum = self._loss_and_gradient_sum(loss)  # one host sync per step
+        if not (math.isfinite(value) and math.isfinite(gradient_sum)):
             # never let a non-finite loss or gradient reach the parameters
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped_in_a_row += 1
@@ -98,8 +97,10 @@ class SVIStep:
         self.skipped_in_a_row = 0
         return value
 
-    def _gradients_are_finite(self) -> bool:
-        grads = [p.grad for p in self.params if p.grad is not None]
-        if not grads:
-            return True
-        return bool(torch.isfinite(torch.stack([g.sum() for g in grads])).all())
+    def _loss_and_gradient_sum(self, loss: torch.Tensor) -> tuple[float, float]:
+        """(loss, sum of every gradient entry), read together. Summed in float64, the total
+        is non-finite exactly when some gradient entry is NaN or infinite."""
+        sums = [p.grad.sum(dtype=torch.float64) for p in self.params if p.grad is not None]
+        gradient_sum = torch.stack(sums).sum() if sums else loss.new_zeros((), dtype=torch.float64)
+        value, total = torch.stack([loss.detach().double(), gradient_sum]).tolist()
+        return value, total
