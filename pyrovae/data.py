@@ -5,7 +5,8 @@
 
 - ``"dynamic"``: the training set keeps its gray levels ``p`` and every batch drawn from it
   is a fresh ``Bernoulli(p)`` draw; validation and test are binarized once with a fixed
-  seed (the protocol behind the published VAE log-likelihoods, see REFERENCES.md).
+  seed (the protocol behind the published VAE log-likelihoods: Burda et al. 2015;
+  Tomczak & Welling 2018).
 - ``"static"``: every split is binarized once with a fixed seed.
 - ``"none"``: gray levels everywhere (Gaussian or continuous-Bernoulli likelihoods).
 """

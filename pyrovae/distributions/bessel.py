@@ -19,7 +19,7 @@ the latent size, so every branch below is static and only ``kappa`` is a tensor)
 
 Everything is evaluated in float64 and returned in the input's dtype: no scipy, no host
 synchronisation, finite from kappa = 1e-30 to 1e6 for nu up to thousands (where float32
-``ive`` underflows to 0, see REFERENCES). Gradients are closed form:
+``ive`` underflows to 0, e.g. at d = 128 below kappa ~ 11). Gradients are closed form:
 
     d/dkappa log ive(nu, kappa) = R_nu(kappa) + nu / kappa - 1
     d/dkappa R_nu(kappa)        = 1 - R_nu^2 - (2 nu + 1) R_nu / kappa
