@@ -9,52 +9,31 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pyro
-import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn.functional import one_hot
 
 from pyrovae.naming import unique_name
-from pyrovae.nn import concat_broadcast, mlp
+from pyrovae.nn import mlp
 
+from .categorical import CategoricalLatentGuide
 from .encoders import MLPEncoder
 from .families import make_head
 
 
-class GMVAEGuide(nn.Module):
-    """Calling it runs the guide: y_n ~ q(y | x_n) (enumerated), z_n ~ q(z | x_n, y_n)."""
+class GMVAEGuide(CategoricalLatentGuide):
+    """q(y | x) is a linear classifier on the encoder's features; see
+    :class:`~guides.categorical.CategoricalLatentGuide`."""
 
     def __init__(self, encoder, classifier, z_net, z_head, num_clusters: int, name=None):
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder, z_net, z_head, num_clusters, name or unique_name("gmvae_guide"))
         self.classifier = classifier
-        self.z_net = z_net
-        self.head = z_head
-        self.num_clusters = num_clusters
-        self.name = name or unique_name("gmvae_guide")
+
+    def class_logits(self, x, features):
+        return self.classifier(self.encoder(x) if features is None else features)
 
     def cluster_logits(self, x: torch.Tensor) -> torch.Tensor:
         """log q(y | x) up to a constant, shape ``(B, K)``."""
-        return self.classifier(self.encoder(x))
-
-    def forward(self, x: torch.Tensor) -> None:
-        pyro.module(self.name, self)
-        with pyro.plate("data", x.shape[0], device=x.device):
-            features = self.encoder(x)
-            y = pyro.sample(
-                "y",
-                dist.Categorical(logits=self.classifier(features)),
-                infer={"enumerate": "parallel"},
-            )
-            code = one_hot(y, self.num_clusters).to(features.dtype)
-            pyro.sample("z", self.head(self.z_net(concat_broadcast(features, code))))
-
-    guide = forward
-
-    def posterior(self, x: torch.Tensor) -> dist.Distribution:
-        """q(y | x), batch shape ``(B,)``."""
-        return dist.Categorical(logits=self.cluster_logits(x))
+        return self.class_logits(x, None)
 
 
 def build_gmvae_guide(

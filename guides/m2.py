@@ -4,52 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import pyro
-import pyro.distributions as dist
 import torch
-from torch import nn
-from torch.nn.functional import one_hot
 
 from pyrovae.naming import unique_name
-from pyrovae.nn import concat_broadcast, mlp
+from pyrovae.nn import mlp
 
+from .categorical import CategoricalLatentGuide
 from .encoders import MLPEncoder
 from .families import make_head
 
 
-class SemiSupervisedGuide(nn.Module):
-    """``guide(x, y=None)``: y_n ~ q(y | x_n) (enumerated) unless given, z_n ~ q(z | x_n, y_n)."""
+class SemiSupervisedGuide(CategoricalLatentGuide):
+    """q(y | x) is its own MLP on x (the classifier the M2 model also scores); see
+    :class:`~guides.categorical.CategoricalLatentGuide`."""
 
     def __init__(self, encoder, classifier_net, z_net, z_head, num_classes: int, name=None):
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder, z_net, z_head, num_classes, name or unique_name("m2_guide"))
         self.classifier_net = classifier_net
-        self.z_net = z_net
-        self.head = z_head
-        self.num_classes = num_classes
-        self.name = name or unique_name("m2_guide")
+
+    def class_logits(self, x, features):
+        return self.classifier_net(x)
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits of q(y | x), shape ``(..., K)``."""
         return self.classifier_net(x)
-
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
-        pyro.module(self.name, self)
-        with pyro.plate("data", x.shape[0], device=x.device):
-            if y is None:
-                y = pyro.sample(
-                    "y",
-                    dist.Categorical(logits=self.classify(x)),
-                    infer={"enumerate": "parallel"},
-                )
-            features = self.encoder(x)
-            code = one_hot(y, self.num_classes).to(features.dtype)
-            pyro.sample("z", self.head(self.z_net(concat_broadcast(features, code))))
-
-    guide = forward
-
-    def posterior(self, x: torch.Tensor) -> dist.Distribution:
-        return dist.Categorical(logits=self.classify(x))
 
 
 def build_m2_guide(
