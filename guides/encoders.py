@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.nn import mlp, output_width
 
 
@@ -19,7 +20,7 @@ class MLPEncoder(nn.Module):
     def __init__(self, data_dim: int, hidden: Sequence[int] = (256,), activation: str = "relu"):
         super().__init__()
         if not hidden:
-            raise ValueError("MLPEncoder needs at least one hidden layer, e.g. hidden=(256,)")
+            raise PyrovaeError("MLPEncoder needs at least one hidden layer, e.g. hidden=(256,)")
         self.data_dim = data_dim
         self.net = mlp(data_dim, hidden, None, activation)
         self.out_features = output_width(self.net, data_dim)

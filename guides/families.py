@@ -40,6 +40,7 @@ from torch.nn.functional import softplus
 from pyrovae import supports
 from pyrovae.distributions import PowerSpherical, VonMisesFisher
 from pyrovae.distributions.sphere import unit_directions
+from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import builder_options, check_options
 
 MAX_RAW = 15.0  # scales stay in [min_scale, ~15]: far wider than any posterior under N(0, I)
@@ -80,6 +81,10 @@ class GuideHead(nn.Module):
 
     def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-3):
         super().__init__()
+        if not isinstance(latent_dim, int) or latent_dim < 1:
+            raise PyrovaeError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
+        if not min_scale >= 0:
+            raise PyrovaeError(f"min_scale must be >= 0, got {min_scale}")
         self.in_features = in_features
         self.latent_dim = latent_dim
         self.min_scale = min_scale
@@ -160,7 +165,7 @@ class LowRankHead(GuideHead):
     ):
         super().__init__(in_features, latent_dim, min_scale)
         if rank < 1:
-            raise ValueError(f"lowrank needs rank >= 1, got {rank}")
+            raise PyrovaeError(f"lowrank needs rank >= 1, got {rank}")
         self.rank = rank
         self.factor_bound = factor_bound
         self._build(latent_dim * (rank + 2))
@@ -183,7 +188,7 @@ class MixtureHead(GuideHead):
     ):
         super().__init__(in_features, latent_dim, min_scale)
         if num_components < 1:
-            raise ValueError(f"mixture needs num_components >= 1, got {num_components}")
+            raise PyrovaeError(f"mixture needs num_components >= 1, got {num_components}")
         self.num_components = num_components
         self._build(num_components * (2 * latent_dim + 1))
 
@@ -213,7 +218,14 @@ class FlowHead(GuideHead):
     ):
         super().__init__(in_features, latent_dim, min_scale)
         if latent_dim < 2:
-            raise ValueError("an autoregressive flow needs latent_dim >= 2; use 'diagonal' for d=1")
+            raise PyrovaeError(
+                "an autoregressive flow needs latent_dim >= 2; use 'diagonal' for d=1"
+            )
+        if num_flows < 1:
+            raise PyrovaeError(
+                f"flow needs num_flows >= 1, got {num_flows} (with none it is the 'diagonal' "
+                "family: use that)"
+            )
         self.num_flows = num_flows
         self.flows = nn.ModuleList(
             conditional_affine_autoregressive(
@@ -248,7 +260,7 @@ class _SphericalHead(GuideHead):
     ):
         super().__init__(in_features, latent_dim)
         if latent_dim < 2:
-            raise ValueError(f"a spherical guide needs latent_dim >= 2, got {latent_dim}")
+            raise PyrovaeError(f"a spherical guide needs latent_dim >= 2, got {latent_dim}")
         self.min_concentration = min_concentration
         self.max_concentration = max_concentration
         self._build(latent_dim + 1)
@@ -297,7 +309,7 @@ class DirichletHead(GuideHead):
     ):
         super().__init__(in_features, latent_dim)
         if latent_dim < 2:
-            raise ValueError(f"a Dirichlet guide needs latent_dim >= 2, got {latent_dim}")
+            raise PyrovaeError(f"a Dirichlet guide needs latent_dim >= 2, got {latent_dim}")
         self.min_concentration = min_concentration
         self.max_concentration = max_concentration
         self._build(latent_dim)
@@ -314,6 +326,6 @@ def family_options(name: str):
 def make_head(name: str, in_features: int, latent_dim: int, **options) -> GuideHead:
     """Build a registered guide head by name with its keyword ``options``."""
     if name not in FAMILIES:
-        raise ValueError(f"unknown guide family {name!r}; choose one of {sorted(FAMILIES)}")
+        raise unknown_name("guide family", name, FAMILIES)
     check_options(f"guide family {name!r}", FAMILIES[name], options, skip=SIZES)
     return FAMILIES[name](in_features, latent_dim, **options)

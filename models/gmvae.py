@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.naming import unique_name
 from pyrovae.nn import mlp
 
@@ -54,7 +55,7 @@ class GaussianMixtureVAE(nn.Module):
     ):
         super().__init__()
         if num_clusters < 2:
-            raise ValueError(f"a GMVAE needs num_clusters >= 2, got {num_clusters}")
+            raise PyrovaeError(f"a GMVAE needs num_clusters >= 2, got {num_clusters}")
         self.decoder = decoder
         self.likelihood = likelihood
         self.data_dim = data_dim
@@ -97,7 +98,7 @@ def build_gmvae(
     """A GMVAE with an MLP decoder; its prior is the mixture itself, so ``prior`` must be
     "standard" (the registry's priors do not apply)."""
     if prior != "standard" or prior_options:
-        raise ValueError(
+        raise PyrovaeError(
             "the GMVAE's prior is its own mixture p(y) p(z | y); leave --prior at 'standard' "
             "and set the mixture with --model-gmvae-num-clusters"
         )

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyrovae.errors import unknown_name
+
 
 class BernoulliLikelihood(nn.Module):
     """x_i | z ~ Bernoulli(logits = f(z)_i), x_i in {0, 1}: binarized images."""
@@ -77,5 +79,5 @@ LIKELIHOODS: dict[str, Callable[..., nn.Module]] = {
 def make_likelihood(name: str, data_dim: int, **kwargs) -> nn.Module:
     """Build a registered likelihood by name."""
     if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {name!r}; choose one of {sorted(LIKELIHOODS)}")
+        raise unknown_name("likelihood", name, LIKELIHOODS)
     return LIKELIHOODS[name](data_dim, **kwargs)

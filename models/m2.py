@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.functional import one_hot
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.naming import unique_name
 from pyrovae.nn import concat_broadcast, mlp
 
@@ -99,7 +100,7 @@ def build_m2(
     """M2 with an MLP decoder of ``[z, one_hot(y)]``; ``posterior`` is the guide's
     q(y | x) map (pass ``guide.posterior``). Its prior on z is N(0, I)."""
     if prior != "standard" or prior_options:
-        raise ValueError("M2's prior is p(y) p(z) with z ~ N(0, I); leave --prior at 'standard'")
+        raise PyrovaeError("M2's prior is p(y) p(z) with z ~ N(0, I); leave --prior at 'standard'")
     decoder = mlp(latent_dim + num_classes, list(reversed(hidden)), data_dim, activation)
     return SemiSupervisedVAE(
         decoder,

@@ -34,6 +34,7 @@ from torch.nn.functional import softplus
 
 from pyrovae import supports
 from pyrovae.distributions import HypersphericalUniform, SharedComponentMixture
+from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import builder_options, check_options
 
 # Sizes and context a builder receives from the model, not from the user.
@@ -90,7 +91,7 @@ class MixtureOfGaussiansPrior(nn.Module):
     ):
         super().__init__()
         if num_components < 1:
-            raise ValueError(f"mog needs num_components >= 1, got {num_components}")
+            raise PyrovaeError(f"mog needs num_components >= 1, got {num_components}")
         self.latent_dim = latent_dim
         self.min_scale = min_scale
         self.locs = nn.Parameter(init_spread * torch.randn(num_components, latent_dim))
@@ -137,12 +138,12 @@ class VampPrior(nn.Module):
     ):
         super().__init__()
         if posterior is None or not callable(posterior):
-            raise ValueError(
+            raise PyrovaeError(
                 "the VampPrior needs the guide's posterior map: build the guide first and "
                 "pass posterior=guide.posterior"
             )
         if num_pseudo_inputs < 1:
-            raise ValueError(f"vamp needs num_pseudo_inputs >= 1, got {num_pseudo_inputs}")
+            raise PyrovaeError(f"vamp needs num_pseudo_inputs >= 1, got {num_pseudo_inputs}")
         self.latent_dim = latent_dim
         # A plain attribute, not a submodule: the guide owns (and registers) the encoder.
         self.__dict__["posterior"] = posterior
@@ -151,7 +152,7 @@ class VampPrior(nn.Module):
             raw = logit + init_std * torch.randn(num_pseudo_inputs, data_dim)
         else:
             if init.shape != (num_pseudo_inputs, data_dim):
-                raise ValueError(
+                raise PyrovaeError(
                     f"init must have shape ({num_pseudo_inputs}, {data_dim}), got "
                     f"{tuple(init.shape)}"
                 )
@@ -179,7 +180,7 @@ class HypersphericalUniformPrior(nn.Module):
     def __init__(self, latent_dim: int):
         super().__init__()
         if latent_dim < 2:
-            raise ValueError(f"the sphere prior needs latent_dim >= 2, got {latent_dim}")
+            raise PyrovaeError(f"the sphere prior needs latent_dim >= 2, got {latent_dim}")
         self.latent_dim = latent_dim
         self.register_buffer("anchor", torch.zeros(()), persistent=False)
 
@@ -206,9 +207,9 @@ class DirichletPrior(nn.Module):
     ):
         super().__init__()
         if latent_dim < 2:
-            raise ValueError(f"the Dirichlet prior needs latent_dim >= 2, got {latent_dim}")
+            raise PyrovaeError(f"the Dirichlet prior needs latent_dim >= 2, got {latent_dim}")
         if not concentration > min_concentration:
-            raise ValueError(
+            raise PyrovaeError(
                 f"dirichlet concentration must be > {min_concentration}, got {concentration}"
             )
         self.latent_dim = latent_dim
@@ -239,7 +240,7 @@ def make_prior(
     """Build a registered prior by name; ``options`` are its keyword options, and the
     context (``data_dim``, ``posterior``) reaches only the priors that take it."""
     if name not in PRIORS:
-        raise ValueError(f"unknown prior {name!r}; choose one of {sorted(PRIORS)}")
+        raise unknown_name("prior", name, PRIORS)
     cls = PRIORS[name]
     check_options(f"prior {name!r}", cls, options, skip=CONTEXT)
     context = {"data_dim": data_dim, "posterior": posterior}

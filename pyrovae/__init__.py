@@ -7,7 +7,21 @@ and ``guides`` packages.
 
 import pyrovae.distributions  # noqa: F401  (registers closed-form KLs on import)
 from pyrovae.data import DataSplits, load_dataset
-from pyrovae.train import FitConfig, FitHistory, estimate_elbo, fit
+from pyrovae.errors import PyrovaeError, TrainingDiverged
+from pyrovae.train import FitConfig, FitHistory, fit
+
+# isort: split
+# train before evaluate: the training loop reports evaluate's estimate_elbo
+from pyrovae.evaluate import estimate_elbo
 
 __version__ = "0.1.0"
-__all__ = ["DataSplits", "FitConfig", "FitHistory", "estimate_elbo", "fit", "load_dataset"]
+__all__ = [
+    "DataSplits",
+    "FitConfig",
+    "FitHistory",
+    "PyrovaeError",
+    "TrainingDiverged",
+    "estimate_elbo",
+    "fit",
+    "load_dataset",
+]

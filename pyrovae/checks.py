@@ -14,6 +14,7 @@ import torch
 
 from pyrovae import supports
 from pyrovae.data import DataSplits, check_data
+from pyrovae.errors import PyrovaeError
 
 PROBE_ROWS = 8
 
@@ -65,9 +66,17 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
         if tensor is not None:
             check_data(tensor, f"{data.name} {split} split")
     num_features = data.num_features
+    for split in ("validation", "test"):
+        tensor = getattr(data, split)
+        if tensor is not None and tensor.shape[1] != num_features:
+            raise PyrovaeError(
+                f"{data.name} {split} split has {tensor.shape[1]} features per row but the "
+                f"train split has {num_features}; every split needs the same columns"
+            )
+    _check_dtype(model, guide, data)
     expected = getattr(model, "data_dim", None)
     if expected is not None and expected != num_features:
-        raise ValueError(
+        raise PyrovaeError(
             f"the model expects {expected} features per data point but {data.name} has "
             f"{num_features}; build the model with data_dim={num_features}"
         )
@@ -76,7 +85,7 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
         with pyro.validation_enabled(False):
             guide_trace, model_trace = trace_pair(model, guide, probe)
     except (RuntimeError, ValueError) as error:
-        raise ValueError(
+        raise PyrovaeError(
             f"running the guide and model on a batch of shape {tuple(probe.shape)} failed: "
             f"{error}. Check that the networks take {num_features} input features and that "
             "model and guide are on the data's device."
@@ -90,7 +99,7 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
         if name in guide_latents or not model_trace.nodes[name]["infer"].get("enumerate")
     }
     if guide_latents != model_latents:
-        raise ValueError(
+        raise PyrovaeError(
             "guide and model latent sites differ: "
             f"model has {sorted(model_latents)}, guide has {sorted(guide_latents)}"
             f" (missing from guide: {sorted(model_latents - guide_latents)}, "
@@ -99,7 +108,7 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
         )
     check_supports(guide_trace, model_trace)
     if not observed_sites(model_trace):
-        raise ValueError(
+        raise PyrovaeError(
             "the model has no observed site: pass the data with pyro.sample(..., obs=x)"
         )
 
@@ -113,11 +122,28 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
             if not bool(inside.all()):
                 bad = (~inside).nonzero().flatten()
                 hint = _support_hint(model)
-                raise ValueError(
+                raise PyrovaeError(
                     f"{data.name} {split} split has {len(bad)} rows outside the support of the "
                     f"likelihood at site {name!r} ({support}; first rows {bad[:5].tolist()})."
                     f"{hint} Or change the likelihood (e.g. 'gaussian' or 'continuous-bernoulli')."
                 )
+
+
+def _check_dtype(model, guide, data: DataSplits) -> None:
+    """The data's dtype must be the networks' (float32 unless the user converted them)."""
+    dtypes = {
+        p.dtype
+        for owner in (model, guide)
+        if isinstance(owner, torch.nn.Module)
+        for p in owner.parameters()
+    }
+    if len(dtypes) == 1 and data.train.dtype not in dtypes:
+        (wanted,) = dtypes
+        cast = {torch.float32: "x.float()", torch.float64: "x.double()"}.get(wanted, "x.to(...)")
+        raise PyrovaeError(
+            f"{data.name} data has dtype {data.train.dtype} but the networks are {wanted}; "
+            f"cast every split with {cast} (or convert the networks with .to({wanted}))"
+        )
 
 
 def check_supports(guide_trace, model_trace) -> None:
@@ -130,7 +156,7 @@ def check_supports(guide_trace, model_trace) -> None:
         prior = supports.support_name(model_trace.nodes[name]["fn"].support)
         guide = supports.support_name(guide_trace.nodes[name]["fn"].support)
         if prior != guide:
-            raise ValueError(supports.mismatch_message(name, prior, guide))
+            raise PyrovaeError(supports.mismatch_message(name, prior, guide))
 
 
 def _support_hint(model) -> str:

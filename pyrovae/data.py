@@ -16,12 +16,16 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from pyrovae.errors import PyrovaeError, unknown_name
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 BINARIZE_MODES = ("dynamic", "static", "none")
@@ -53,7 +57,7 @@ class DataSplits:
     def split(self, name: str) -> torch.Tensor:
         tensor = {"train": self.train, "validation": self.validation, "test": self.test}.get(name)
         if tensor is None:
-            raise ValueError(
+            raise PyrovaeError(
                 f"data set {self.name!r} has no {name!r} split; "
                 "pass validation/test tensors or use load_dataset()"
             )
@@ -119,14 +123,19 @@ def make_splits(
 ) -> DataSplits:
     """Check gray-level splits and binarize them according to ``binarize``."""
     if binarize not in BINARIZE_MODES:
-        raise ValueError(f"unknown binarize={binarize!r}; choose one of {BINARIZE_MODES}")
+        raise unknown_name("binarize mode", binarize, BINARIZE_MODES)
     splits = {"train": train, "validation": validation, "test": test}
     for split, tensor in splits.items():
         if tensor is None:
             continue
         check_data(tensor, f"{name} {split} split")
+        if tensor.shape[1] != train.shape[1]:
+            raise PyrovaeError(
+                f"{name} {split} split has {tensor.shape[1]} features per row but the train "
+                f"split has {train.shape[1]}; every split needs the same columns"
+            )
         if binarize != "none" and (tensor.min() < 0 or tensor.max() > 1):
-            raise ValueError(
+            raise PyrovaeError(
                 f"{name} {split} split has values in [{tensor.min():.3g}, {tensor.max():.3g}]; "
                 "binarization needs gray levels in [0, 1]. Rescale the data or use binarize='none'."
             )
@@ -150,18 +159,18 @@ def labeled_subset(
     as stored (gray levels under dynamic binarization) and y int64 labels. The semi-
     supervised protocol: e.g. 10 per class = 100 labels."""
     if data.labels is None:
-        raise ValueError(
+        raise PyrovaeError(
             f"data set {data.name!r} has no labels; semi-supervised training needs them"
         )
     if per_class < 1:
-        raise ValueError(f"per_class must be >= 1, got {per_class}")
+        raise PyrovaeError(f"per_class must be >= 1, got {per_class}")
     labels = data.labels["train"].cpu()
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for k in labels.unique().tolist():
         rows = torch.nonzero(labels == k).flatten()
         if len(rows) < per_class:
-            raise ValueError(f"class {k} has {len(rows)} training rows, fewer than {per_class}")
+            raise PyrovaeError(f"class {k} has {len(rows)} training rows, fewer than {per_class}")
         chosen.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])
     index = torch.cat(chosen)
     return data.train[index.to(data.train.device)], labels[index].to(data.train.device)
@@ -170,17 +179,24 @@ def labeled_subset(
 def check_data(x: torch.Tensor, what: str = "data") -> None:
     """Raise ``ValueError`` for data a VAE cannot train on: wrong rank, empty, NaN or Inf."""
     if not isinstance(x, torch.Tensor):
-        raise ValueError(f"{what} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+        raise PyrovaeError(f"{what} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
     if x.dim() != 2:
-        raise ValueError(
+        raise PyrovaeError(
             f"{what} must have shape (N, D) (flatten images first: x.reshape(len(x), -1)); "
             f"got shape {tuple(x.shape)}"
         )
     if x.shape[0] == 0:
-        raise ValueError(f"{what} is empty (shape {tuple(x.shape)}); it needs at least one row")
+        raise PyrovaeError(f"{what} is empty (shape {tuple(x.shape)}); it needs at least one row")
+    if x.shape[1] == 0:
+        raise PyrovaeError(f"{what} has no features (shape {tuple(x.shape)}); it needs D >= 1")
+    if not x.dtype.is_floating_point:
+        raise PyrovaeError(
+            f"{what} has dtype {x.dtype}; a VAE trains on floating-point values: cast it with "
+            "x.float() (and scale gray levels to [0, 1])"
+        )
     if not torch.isfinite(x).all():
         bad = (~torch.isfinite(x)).any(dim=1).nonzero().flatten()
-        raise ValueError(
+        raise PyrovaeError(
             f"{what} has NaN or Inf in {len(bad)} rows (first: {bad[:5].tolist()}); "
             "drop or impute those rows before training"
         )
@@ -189,23 +205,67 @@ def check_data(x: torch.Tensor, what: str = "data") -> None:
 # ---------------------------------------------------------------------------- readers
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzip-compressed or not, into a numpy array."""
+IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+MAX_IDX_DIMS = 4  # MNIST-style files have 1 (labels) or 3 (images)
+MAX_IDX_BYTES = 2**32  # 4 GiB: far above any IDX data set, far below what fits in memory
+_CHUNK = 1 << 20
+
+
+def read_idx(path: str | os.PathLike, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an IDX file (the MNIST format), gzip-compressed (``.gz``) or not.
+
+    The header (magic, element type, dimensions) is read and checked before any payload;
+    the payload is then streamed in 1 MiB chunks and never grows past the size the header
+    promises (at most ``max_bytes``), so a damaged or hostile file costs bounded memory
+    and time. Every malformed file raises :class:`PyrovaeError` naming the problem."""
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
-        raise ValueError(f"{path} is not an IDX file (bad magic number)")
-    dtype_code, ndim = raw[2], raw[3]
-    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-    if dtype_code not in dtypes:
-        raise ValueError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
-    dims = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=dtypes[dtype_code], offset=4 + 4 * ndim)
-    if data.size != int(np.prod(dims)):
-        raise ValueError(f"{path} is truncated: header says {dims}, found {data.size} values")
-    return data.reshape(dims)
+    compressed = path.suffix == ".gz"
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            return _read_idx_stream(f, path, max_bytes)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise PyrovaeError(
+            f"{path} is not a complete gzip file ({type(error).__name__}: {error}); download "
+            "or install it again"
+        ) from None
+    except IsADirectoryError:
+        raise PyrovaeError(f"{path} is a folder, not an IDX file") from None
+
+
+def _read_idx_stream(f, path: Path, max_bytes: int) -> np.ndarray:
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] != 0 or magic[1] != 0:
+        raise PyrovaeError(f"{path} is not an IDX file (bad or missing magic number)")
+    dtype_code, ndim = magic[2], magic[3]
+    if dtype_code not in IDX_DTYPES:
+        raise PyrovaeError(f"{path}: unknown IDX element type 0x{dtype_code:02x}")
+    if not 1 <= ndim <= MAX_IDX_DIMS:
+        raise PyrovaeError(f"{path}: the header claims {ndim} dimensions; IDX data has 1 to 4")
+    raw_dims = f.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise PyrovaeError(f"{path} is truncated inside its header ({ndim} dimensions)")
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    dtype = np.dtype(IDX_DTYPES[dtype_code])
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if expected > max_bytes:
+        raise PyrovaeError(
+            f"{path}: the header claims {dims} values ({expected:,} bytes), more than the "
+            f"{max_bytes:,}-byte limit; the file is damaged"
+        )
+    chunks, received = [], 0
+    while received <= expected:  # one byte past the promise is enough to call it too long
+        chunk = f.read(min(_CHUNK, expected + 1 - received))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        received += len(chunk)
+    if received != expected:
+        problem = "is truncated" if received < expected else "has bytes after its data"
+        raise PyrovaeError(
+            f"{path} {problem}: the header says {dims} ({expected:,} bytes), found "
+            f"{'more' if received > expected else f'{received:,} bytes'}"
+        )
+    return np.frombuffer(b"".join(chunks), dtype=dtype).reshape(dims)
 
 
 def _find_idx(directory: Path, stem: str, dataset: str) -> Path:
@@ -218,6 +278,15 @@ def _find_idx(directory: Path, stem: str, dataset: str) -> Path:
         else "pass --data-dir (data_dir=) pointing at the folder holding the IDX files"
     )
     raise FileNotFoundError(f"{dataset}: missing {directory / stem}[.gz]; {hint}")
+
+
+def check_num_validation(num_validation: int, available: int, dataset: str) -> None:
+    """The held-out count must leave at least one training row."""
+    if not isinstance(num_validation, int) or not 1 <= num_validation < available:
+        raise PyrovaeError(
+            f"num_validation={num_validation!r} but {dataset} has {available} training rows to "
+            f"split; choose 1 <= num_validation < {available} (CLI: --num-validation)"
+        )
 
 
 def _load_idx_labels(directory: Path, num_validation: int) -> dict[str, torch.Tensor] | None:
@@ -241,12 +310,56 @@ def _load_idx_images(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
     train = read_idx(_find_idx(directory, "train-images-idx3-ubyte", dataset))
     test = read_idx(_find_idx(directory, "t10k-images-idx3-ubyte", dataset))
+    for images, stem in ((train, "train-images"), (test, "t10k-images")):
+        if images.ndim != 3 or images.shape[1:] != train.shape[1:]:
+            raise PyrovaeError(
+                f"{dataset}: {stem} has shape {images.shape}; IDX images are (N, height, width) "
+                f"with the same image size in train and test"
+            )
+    check_num_validation(num_validation, train.shape[0], dataset)
     image_shape = tuple(train.shape[1:])
     to_tensor = lambda a: torch.from_numpy(a.reshape(len(a), -1).astype(np.float32) / 255.0)  # noqa: E731
     train_t = to_tensor(train)
     # The published protocol: the last num_validation training images are the validation set.
     cut = train_t.shape[0] - num_validation
     return train_t[:cut], train_t[cut:], to_tensor(test), image_shape
+
+
+def _load_npz(path, binarize: str, num_validation: int | None) -> DataSplits:
+    """Arrays ``train`` and optional ``validation``/``test`` of a .npz file, each (N, ...)
+    flattened to (N, D). Without a ``validation`` array, ``num_validation`` holds out the
+    last rows of ``train``. Object arrays are refused (they would need pickle)."""
+    if path is None:
+        raise PyrovaeError("dataset 'npz' needs path= (CLI: --data-path) pointing at a .npz file")
+    try:
+        # opened here so the file is closed even when numpy refuses it (it leaks otherwise)
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as arrays:
+            if "train" not in arrays:
+                raise PyrovaeError(f"{path} has no 'train' array (found {sorted(arrays.files)})")
+            parts = {k: arrays[k] for k in ("train", "validation", "test") if k in arrays}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, PyrovaeError | FileNotFoundError):
+            raise
+        raise PyrovaeError(f"{path} cannot be read as a .npz of numeric arrays ({error})") from None
+    tensors = {}
+    for split, array in parts.items():
+        if array.ndim < 2 or array.dtype.kind not in "biuf":
+            raise PyrovaeError(
+                f"{path}: array {split!r} has shape {array.shape} and dtype {array.dtype}; "
+                "each split must be numeric with shape (N, D) or (N, height, width)"
+            )
+        tensors[split] = torch.as_tensor(array.reshape(len(array), -1), dtype=torch.float32)
+    if num_validation is not None:
+        if "validation" in tensors:
+            raise PyrovaeError(
+                f"{path} has its own 'validation' array; drop num_validation (--num-validation)"
+            )
+        check_num_validation(num_validation, len(tensors["train"]), "npz")
+        train = tensors["train"]
+        tensors["train"], tensors["validation"] = train[:-num_validation], train[-num_validation:]
+    return make_splits(
+        "npz", tensors["train"], tensors.get("validation"), tensors.get("test"), binarize
+    )
 
 
 def load_dataset(
@@ -277,6 +390,7 @@ def load_dataset(
         images, targets = images[order], torch.from_numpy(digits.target)[order]
         n_val = 225 if num_validation is None else num_validation
         n_test = 225
+        check_num_validation(n_val, len(images) - n_test, name)
         cuts = {
             "train": slice(None, -n_val - n_test),
             "validation": slice(-n_val - n_test, -n_test),
@@ -289,7 +403,7 @@ def load_dataset(
         return splits
     if name in ("fashion-mnist", "mnist", "idx"):
         if data_dir is None and name != "fashion-mnist":
-            raise ValueError(f"dataset {name!r} reads IDX files from a folder: pass data_dir=")
+            raise PyrovaeError(f"dataset {name!r} reads IDX files from a folder: pass data_dir=")
         directory = Path(data_dir) if data_dir is not None else FASHION_MNIST_DIR
         n_val = 10_000 if num_validation is None else num_validation
         train, val, test, shape = _load_idx_images(name, directory, n_val)
@@ -297,20 +411,8 @@ def load_dataset(
         splits.labels = _load_idx_labels(directory, n_val)
         return splits
     if name == "npz":
-        if path is None:
-            raise ValueError("dataset 'npz' needs path= pointing at a .npz file")
-        with np.load(path) as arrays:
-            if "train" not in arrays:
-                raise ValueError(f"{path} has no 'train' array (found {sorted(arrays.files)})")
-            get = lambda k: torch.as_tensor(arrays[k], dtype=torch.float32) if k in arrays else None  # noqa: E731
-            train, val, test = get("train"), get("validation"), get("test")
-        return make_splits(
-            "npz",
-            train.flatten(1),
-            *(t if t is None else t.flatten(1) for t in (val, test)),
-            binarize=binarize,
-        )
-    raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS}")
+        return _load_npz(path, binarize, num_validation)
+    raise unknown_name("dataset", name, DATASETS)
 
 
 DATASETS = ("digits", "fashion-mnist", "mnist", "idx", "npz")

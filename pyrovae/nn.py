@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pyrovae.errors import PyrovaeError, unknown_name
+
 
 class GatedDense(nn.Module):
     """``h = (W1 x + b1) * sigmoid(W2 x + b2)``: the gated dense layer of the VampPrior paper."""
@@ -33,7 +35,15 @@ def mlp(
     extractor). ``activation="gated"`` uses :class:`GatedDense` hidden layers.
     """
     if activation not in HIDDEN_LAYERS:
-        raise ValueError(f"unknown activation {activation!r}; choose one of {HIDDEN_LAYERS}")
+        raise unknown_name("activation", activation, HIDDEN_LAYERS)
+    sizes = {"input width": in_features, "output width": out_features}
+    sizes.update({f"hidden layer {i + 1}": h for i, h in enumerate(hidden)})
+    for what, size in sizes.items():
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise PyrovaeError(
+                f"a network's {what} must be an integer >= 1, got {size!r} (latent_dim, the "
+                "data's feature count and --hidden sizes must all be positive)"
+            )
     layers: list[nn.Module] = []
     width = in_features
     for h in hidden:

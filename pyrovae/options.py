@@ -14,6 +14,8 @@ import inspect
 from dataclasses import dataclass
 from typing import Any
 
+from pyrovae.errors import PyrovaeError, did_you_mean
+
 
 @dataclass(frozen=True)
 class Option:
@@ -47,7 +49,7 @@ def check_options(what: str, builder, given: dict, skip: tuple[str, ...] = ()) -
     valid = {o.name for o in builder_options(builder, skip)}
     unknown = sorted(set(given) - valid)
     if unknown:
-        raise ValueError(
-            f"{what} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are {sorted(valid) or 'none'}"
+        raise PyrovaeError(
+            f"{what} has no option {', '.join(map(repr, unknown))}"
+            f"{did_you_mean(unknown[0], valid)}; its options are {sorted(valid) or 'none'}"
         )

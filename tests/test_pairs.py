@@ -7,7 +7,8 @@ from guides import FAMILIES, build_guide
 from models import PRIORS, build_vae
 from pyrovae import supports
 from pyrovae.cli.spec import RunSpec
-from pyrovae.train import estimate_elbo, fit
+from pyrovae.evaluate import estimate_elbo
+from pyrovae.train import fit
 
 D = 3
 

@@ -1,21 +1,23 @@
 """``pyrovae``: train and compare VAEs from the command line.
 
-Every subcommand builds its pair from a :class:`~pyrovae.cli.spec.RunSpec`; library
-errors (``ValueError``, ``FileNotFoundError``) end the run with a one-line message and
-exit status 2, any other failure with a one-line message and status 1; the traceback is
-shown only with ``--verbose``.
+Every subcommand builds its pair from a :class:`~pyrovae.cli.spec.RunSpec`; user
+mistakes (a PyrovaeError, a missing file) end the run with a one-line message and exit
+status 2, any other failure with a one-line message and status 1; the traceback is shown
+only with --verbose.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 import traceback
 
 from guides import FAMILIES
 from models import LIKELIHOODS, MODELS, PRIORS
 from pyrovae.data import BINARIZE_MODES, DATASETS
+from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.nn import HIDDEN_LAYERS
 from pyrovae.train import OBJECTIVES
 
@@ -40,13 +42,40 @@ def at_least(minimum: int):
     return parse
 
 
-def _names(registry):
+def positive_float(text: str) -> float:
+    """An argparse type: a finite float > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be finite and > 0, got {text}")
+    return value
+
+
+def one_of(registry, kind: str):
+    """An argparse type: one registered name, refused with the closest match otherwise."""
+
+    def parse(text: str) -> str:
+        if text not in registry:
+            raise argparse.ArgumentTypeError(str(unknown_name(kind, text, registry)))
+        return text
+
+    return parse
+
+
+def _choices(registry, kind: str) -> dict:
+    """``type=`` and ``metavar=`` for a flag taking one registered name."""
+    return {"type": one_of(registry, kind), "metavar": "{" + ",".join(sorted(registry)) + "}"}
+
+
+def _names(registry, kind: str):
     def parse(text: str) -> list[str]:
         names = [n for n in text.split(",") if n]
         unknown = [n for n in names if n not in registry]
         if unknown or not names:
             raise argparse.ArgumentTypeError(
-                f"unknown {unknown or text!r}; choose from {', '.join(sorted(registry))}"
+                str(unknown_name(kind, (unknown or [text])[0], registry))
             )
         return names
 
@@ -56,11 +85,20 @@ def _names(registry):
 def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True) -> None:
     """Flags that fill a RunSpec (data, model, guide) and a FitConfig (training)."""
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="digits", choices=DATASETS)
+    data.add_argument("--dataset", default="digits", **_choices(DATASETS, "dataset"))
     data.add_argument("--data-dir", default=None, help="folder with IDX files")
-    data.add_argument("--binarize", default="dynamic", choices=BINARIZE_MODES)
+    data.add_argument("--data-path", default=None, help=".npz file for --dataset npz")
+    data.add_argument(
+        "--num-validation",
+        type=at_least(1),
+        default=None,
+        help="training images held out for validation (default: 225 digits, 10000 IDX)",
+    )
+    data.add_argument("--binarize", default="dynamic", **_choices(BINARIZE_MODES, "binarize mode"))
     pair = parser.add_argument_group("model and guide")
-    pair.add_argument("--model", default="vae", choices=sorted(MODELS), help="generative model")
+    pair.add_argument(
+        "--model", default="vae", **_choices(MODELS, "model"), help="generative model"
+    )
     pair.add_argument(
         "--labels-per-class",
         type=at_least(1),
@@ -68,35 +106,42 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
         help="labelled training images per class for semi-supervised models (m2)",
     )
     if single_pair:
-        pair.add_argument("--guide", default="diagonal", choices=sorted(FAMILIES))
-        pair.add_argument("--prior", default="standard", choices=sorted(PRIORS))
+        pair.add_argument("--guide", default="diagonal", **_choices(FAMILIES, "guide family"))
+        pair.add_argument("--prior", default="standard", **_choices(PRIORS, "prior"))
     else:
         pair.add_argument(
             "--priors",
-            type=_names(PRIORS),
+            type=_names(PRIORS, "prior"),
             default=["standard"],
             help="comma-separated priors; every compatible prior x guide pair is trained",
         )
         pair.add_argument(
             "--guides",
-            type=_names(FAMILIES),
+            type=_names(FAMILIES, "guide family"),
             default=["diagonal", "full"],
             help="comma-separated guide families",
         )
-    pair.add_argument("--likelihood", default="bernoulli", choices=sorted(LIKELIHOODS))
-    pair.add_argument("--latent-dim", type=int, default=10)
+    pair.add_argument("--likelihood", default="bernoulli", **_choices(LIKELIHOODS, "likelihood"))
+    pair.add_argument("--latent-dim", type=at_least(1), default=10)
     pair.add_argument("--hidden", type=parse_int_tuple, default=(256,), help="e.g. 300,300")
-    pair.add_argument("--activation", default="relu", choices=HIDDEN_LAYERS)
+    pair.add_argument("--activation", default="relu", **_choices(HIDDEN_LAYERS, "activation"))
     fit = parser.add_argument_group("training")
-    fit.add_argument("--objective", default="Trace_ELBO", choices=sorted(OBJECTIVES))
-    fit.add_argument("--epochs", type=int, default=50)
-    fit.add_argument("--batch-size", type=int, default=100)
-    fit.add_argument("--lr", type=float, default=1e-3)
-    fit.add_argument("--warmup-epochs", type=int, default=0, help="KL warm-up length")
-    fit.add_argument("--patience", type=int, default=None, help="early stopping")
-    fit.add_argument("--num-particles", type=int, default=1)
-    fit.add_argument("--seed", type=int, default=0)
+    fit.add_argument("--objective", default="Trace_ELBO", **_choices(OBJECTIVES, "objective"))
+    fit.add_argument("--epochs", type=at_least(1), default=50)
+    fit.add_argument("--batch-size", type=at_least(1), default=100)
+    fit.add_argument("--lr", type=positive_float, default=1e-3)
+    fit.add_argument("--warmup-epochs", type=at_least(0), default=0, help="KL warm-up length")
+    fit.add_argument("--patience", type=at_least(1), default=None, help="early stopping")
+    fit.add_argument("--num-particles", type=at_least(1), default=1)
+    fit.add_argument("--seed", type=at_least(0), default=0)
     fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    fit.add_argument(
+        "--on-nan",
+        default="raise",
+        choices=("raise", "rollback"),
+        help="when an epoch goes non-finite or diverges: stop with an error, or restore "
+        "the epoch's start, halve the learning rate and run it again",
+    )
     fit.add_argument("--no-progress", action="store_true")
     add_option_flags(parser)
 
@@ -127,6 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_spec_arguments(train_parser)
     train_parser.add_argument("--out", default="runs/train", help="output folder")
     train_parser.add_argument("--resume", default=None, help="checkpoint to continue from")
+    train_parser.add_argument(
+        "--override",
+        default=[],
+        type=lambda text: [n for n in text.split(",") if n],
+        help="settings a resumed run changes on purpose, comma-separated FitConfig or spec "
+        "names (e.g. learning_rate); other differences from the checkpoint are refused",
+    )
     train_parser.set_defaults(run=train_command.run)
 
     compare_parser = sub.add_parser(
@@ -171,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         args.run(args)
-    except (ValueError, FileNotFoundError) as error:  # a user mistake: say what to change
+    except (PyrovaeError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
+        # a user mistake: say what to change
         print(f"pyrovae {args.command}: error: {error}", file=sys.stderr)
         return 2
     except Exception as error:  # anything else: one line, the traceback only with -v

@@ -24,10 +24,11 @@ import torch
 from pyrovae import diagnostics, evaluate, supports
 from pyrovae.data import labeled_subset
 from pyrovae.diagnostics import plots
+from pyrovae.errors import PyrovaeError
 from pyrovae.report import format_table
 from pyrovae.train import fit
 
-from .spec import save_json
+from .spec import check_output_folder, save_json
 from .train import config_from_args, spec_from_args
 
 SHOWN = [
@@ -43,7 +44,7 @@ SHOWN = [
     "marginal KL",
     "active units",
     "khat median",
-    "khat > 0.7",
+    "share khat > threshold",
     "ESS median",
 ]
 
@@ -90,7 +91,7 @@ def pair_grid(priors: list[str], guides: list[str]) -> tuple[list[tuple[str, str
     for what, names in (("priors", priors), ("guides", guides)):
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
-            raise ValueError(f"--{what} lists {', '.join(repeated)} more than once")
+            raise PyrovaeError(f"--{what} lists {', '.join(repeated)} more than once")
     pairs, skipped = [], []
     for prior in priors:
         for guide in guides:
@@ -101,7 +102,7 @@ def pair_grid(priors: list[str], guides: list[str]) -> tuple[list[tuple[str, str
             else:
                 skipped.append(f"{prior} x {guide} (prior on {own}, guide on {family})")
     if not pairs:
-        raise ValueError("no compatible prior x guide pair in the grid: " + "; ".join(skipped))
+        raise PyrovaeError("no compatible prior x guide pair in the grid: " + "; ".join(skipped))
     return pairs, skipped
 
 
@@ -112,7 +113,9 @@ def run_label(prior: str, guide: str, priors: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
+    check_output_folder(out)
     config = config_from_args(args)
+    config.validate()
     pairs, skipped = pair_grid(args.priors, args.guides)
     specs = {run_label(p, g, args.priors): spec_from_args(args, prior=p, guide=g) for p, g in pairs}
     for spec in specs.values():
@@ -128,7 +131,13 @@ def run(args: argparse.Namespace) -> None:
         if spec.takes_labels:
             labeled = labeled_subset(data, spec.labels_per_class, config.seed)
         history = fit(
-            model, guide, data, config, checkpoint=out / label / "checkpoint.pt", labeled=labeled
+            model,
+            guide,
+            data,
+            config,
+            checkpoint=out / label / "checkpoint.pt",
+            labeled=labeled,
+            run_info=spec.to_dict(),
         )
         save_json(history.to_dict(), out / label / "history.json")
         row = {

@@ -14,6 +14,7 @@ import argparse
 
 from guides import FAMILIES, family_options
 from models import MODELS, PRIORS, prior_options
+from pyrovae.errors import PyrovaeError
 from pyrovae.options import Option, builder_options
 
 from .spec import MODEL_ARGS
@@ -95,7 +96,7 @@ def chosen_options(args: argparse.Namespace, kind: str, names: list[str]) -> dic
             if value is None:
                 continue
             if name not in chosen:
-                raise ValueError(
+                raise PyrovaeError(
                     f"{flag(kind, name, option)} sets an option of {kind} {name!r}, which this "
                     f"run does not use ({kind}: {', '.join(names)})"
                 )

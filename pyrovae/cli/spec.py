@@ -17,6 +17,7 @@ from models import LIKELIHOODS, MODELS, PRIORS
 from models.priors import CONTEXT
 from pyrovae import supports
 from pyrovae.data import DATASETS, DataSplits, load_dataset
+from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import check_options
 
 # The arguments every model builder shares; its other keyword options are the model's.
@@ -44,6 +45,8 @@ class RunSpec:
     dataset: str = "digits"
     binarize: str = "dynamic"
     data_dir: str | None = None
+    data_path: str | None = None  # the .npz file of dataset "npz"
+    num_validation: int | None = None  # None: the data set's protocol default
     model: str = "vae"
     guide: str = "diagonal"
     prior: str = "standard"
@@ -79,13 +82,13 @@ class RunSpec:
             (self.likelihood, LIKELIHOODS, "likelihood"),
         ):
             if value not in registry:
-                raise ValueError(f"unknown {what} {value!r}; choose one of {sorted(registry)}")
+                raise unknown_name(what, value, registry)
         if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
+            raise PyrovaeError(f"latent_dim must be >= 1, got {self.latent_dim}")
         prior_support = supports.CATALOGUE["prior"][self.prior]
         guide_support = supports.CATALOGUE["guide family"][self.guide]
         if not supports.compatible(prior_support, guide_support):
-            raise ValueError(
+            raise PyrovaeError(
                 f"prior {self.prior!r} and guide {self.guide!r} cannot be paired: "
                 + supports.mismatch_message("z", prior_support, guide_support)
             )
@@ -99,7 +102,13 @@ class RunSpec:
         return getattr(MODELS[self.model], "takes_labels", False)
 
     def load_data(self) -> DataSplits:
-        return load_dataset(self.dataset, self.binarize, data_dir=self.data_dir)
+        return load_dataset(
+            self.dataset,
+            self.binarize,
+            data_dir=self.data_dir,
+            num_validation=self.num_validation,
+            path=self.data_path,
+        )
 
     def build(self, data_dim: int):
         """A fresh (model, guide) pair for data with ``data_dim`` features. The guide is
@@ -134,6 +143,12 @@ def accepted_by(builder, options: dict) -> dict:
     ``num_clusters`` reaches the guide builder only if it declares it)."""
     names = inspect.signature(builder).parameters
     return {k: v for k, v in options.items() if k in names}
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is not a folder, before anything is trained."""
+    if out.exists() and not out.is_dir():
+        raise PyrovaeError(f"--out {out} exists and is not a folder; choose another --out")
 
 
 def save_json(obj: dict, path: Path) -> None:

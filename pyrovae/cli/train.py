@@ -12,12 +12,17 @@ from pathlib import Path
 import pyro
 
 from pyrovae.data import labeled_subset
-from pyrovae.evaluate import correlation_summary, count_parameters, posterior_correlation
+from pyrovae.evaluate import (
+    correlation_summary,
+    count_parameters,
+    estimate_elbo,
+    posterior_correlation,
+)
 from pyrovae.report import format_table
-from pyrovae.train import FitConfig, estimate_elbo, fit
+from pyrovae.train import FitConfig, fit
 
 from .flags import chosen_options
-from .spec import RunSpec, save_json
+from .spec import RunSpec, check_output_folder, save_json
 
 
 def spec_from_args(
@@ -33,6 +38,8 @@ def spec_from_args(
         dataset=args.dataset,
         binarize=args.binarize,
         data_dir=args.data_dir,
+        data_path=args.data_path,
+        num_validation=args.num_validation,
         model=args.model,
         guide=guide,
         prior=prior,
@@ -59,12 +66,21 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         seed=args.seed,
         device=args.device,
         progress=not args.no_progress,
+        on_nan=args.on_nan,
     )
 
 
-def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = None) -> dict:
+def train_one(
+    spec: RunSpec,
+    config: FitConfig,
+    out: Path,
+    resume: str | None = None,
+    override: tuple[str, ...] = (),
+) -> dict:
     """Build, train and summarise one pair; return its results row."""
     spec.validate()
+    config.validate()
+    check_output_folder(out)
     data = spec.load_data()
     pyro.set_rng_seed(config.seed)  # before the networks are built: one seed, one result
     model, guide = spec.build(data.num_features)
@@ -80,6 +96,8 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
         checkpoint=out / "checkpoint.pt",
         resume=resume,
         labeled=labeled,
+        run_info=spec.to_dict(),
+        override=override,
     )
     save_json(history.to_dict(), out / "history.json")
     splits = data.to(config.device)
@@ -108,7 +126,9 @@ def train_one(spec: RunSpec, config: FitConfig, out: Path, resume: str | None = 
 
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    row = train_one(spec_from_args(args), config_from_args(args), out, args.resume)
+    row = train_one(
+        spec_from_args(args), config_from_args(args), out, args.resume, tuple(args.override)
+    )
     print(
         f"ELBO in nats per data point ({args.dataset}, {args.objective}, "
         f"{args.epochs} epochs); outputs in {out}/"

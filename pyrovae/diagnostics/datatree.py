@@ -24,6 +24,7 @@ import torch
 import xarray as xr
 
 from pyrovae.checks import observed_sites, trace_pair
+from pyrovae.errors import PyrovaeError
 from pyrovae.evaluate.importance import site_log_probs
 
 NETCDF_ENGINE = "h5netcdf"
@@ -72,7 +73,7 @@ def _observed_name(model: Callable, guide: Callable, x: torch.Tensor) -> str:
         _, model_trace = trace_pair(model, guide, x[:2])
     names = observed_sites(model_trace)
     if len(names) != 1:
-        raise ValueError(f"to_datatree needs one observed site; the model has {names}")
+        raise PyrovaeError(f"to_datatree needs one observed site; the model has {names}")
     return names[0]
 
 
@@ -93,4 +94,4 @@ def open_datatree(path: str | Path) -> xr.DataTree:
     try:
         return xr.open_datatree(path, engine=NETCDF_ENGINE)
     except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path} as a pyrovae DataTree: {error}") from error
+        raise PyrovaeError(f"cannot read {path} as a pyrovae DataTree: {error}") from error

@@ -24,12 +24,21 @@ import numpy as np
 import xarray as xr
 from arviz_stats.utils import ELPDData
 
+from pyrovae.errors import PyrovaeError
 
-def elpd_data(log_px, pareto_k=None, num_samples: int = 5000, good_k: float = 0.7) -> ELPDData:
-    """``ELPDData`` for per-image test log-likelihoods ``log_px`` of shape ``(N,)``."""
+from .psis import khat_threshold
+
+
+def elpd_data(
+    log_px, pareto_k=None, num_samples: int = 5000, good_k: float | None = None
+) -> ELPDData:
+    """``ELPDData`` for per-image test log-likelihoods ``log_px`` of shape ``(N,)``;
+    ``good_k`` defaults to the library's one threshold, ``khat_threshold(num_samples)``."""
+    if good_k is None:
+        good_k = khat_threshold(num_samples)
     values = np.asarray(log_px, dtype=np.float64).reshape(-1)
     if not np.isfinite(values).all():
-        raise ValueError("log p(x) values contain NaN or Inf")
+        raise PyrovaeError("log p(x) values contain NaN or Inf")
     n = values.size
     khat = None if pareto_k is None else xr.DataArray(np.asarray(pareto_k), dims=["obs"])
     return ELPDData(
@@ -52,7 +61,7 @@ def compare_guides(log_px: Mapping[str, np.ndarray], num_samples: int = 5000):
     ``elpd_diff``, ``dse`` (paired SE of the difference), stacking ``weight`` (nats,
     summed over the N test images)."""
     if len({np.asarray(v).size for v in log_px.values()}) != 1:
-        raise ValueError("every guide must be evaluated on the same test images")
+        raise PyrovaeError("every guide must be evaluated on the same test images")
     elpds = {name: elpd_data(values, num_samples=num_samples) for name, values in log_px.items()}
     with warnings.catch_warnings():
         # arviz_stats 0.8 calls sort_values(inplace=True), which pandas >= 3.1 deprecates.

@@ -24,7 +24,7 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_khat(khats: Mapping[str, np.ndarray], path: Path, threshold: float = 0.7) -> Path:
+def plot_khat(khats: Mapping[str, np.ndarray], path: Path, threshold: float) -> Path:
     """Pareto k-hat per data point, one colour per guide, with the reliability line."""
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for name, k in khats.items():

@@ -16,6 +16,8 @@ import math
 import numpy as np
 from arviz_stats.base import array_stats
 
+from pyrovae.errors import PyrovaeError
+
 CONSTANT_SPREAD = 1e-4  # nats: ratios this flat mean q is the posterior to within 0.01 %
 
 
@@ -30,7 +32,7 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if log_ratios.ndim == 1:
         log_ratios = log_ratios[:, None]
     if not np.isfinite(log_ratios).all():
-        raise ValueError("log ratios contain NaN or Inf; check the model and guide densities")
+        raise PyrovaeError("log ratios contain NaN or Inf; check the model and guide densities")
     num_samples, num_points = log_ratios.shape
     khat = np.zeros(num_points)
     smoothed = np.full(log_ratios.shape, -math.log(num_samples))
@@ -62,12 +64,13 @@ def khat_threshold(num_samples: int) -> float:
 
 
 def summarize(khat: np.ndarray, ess: np.ndarray, num_samples: int) -> dict[str, float]:
-    """Median k-hat, fraction of points above 0.7 and above ``khat_threshold(S)``, median
-    ESS, from the per-point ``psis_khat`` and ``importance_ess`` of S draws."""
+    """Median k-hat, the one threshold used everywhere (``khat_threshold(S)``) and the share
+    of points above it, median ESS; from the per-point ``psis_khat`` and ``importance_ess``
+    of S draws."""
     threshold = khat_threshold(num_samples)
     return {
         "khat median": float(np.median(khat)),
-        "khat > 0.7": float(np.mean(khat > 0.7)),
-        f"khat > {threshold:.2f}": float(np.mean(khat > threshold)),
+        "khat threshold": threshold,
+        "share khat > threshold": float(np.mean(khat > threshold)),
         "ESS median": float(np.median(ess)),
     }

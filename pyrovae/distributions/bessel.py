@@ -32,6 +32,8 @@ import math
 
 import torch
 
+from pyrovae.errors import PyrovaeError
+
 OLVER_MIN_ORDER = 30.0
 SMALLEST_KAPPA = 1e-30
 
@@ -130,7 +132,7 @@ class _LogIveAndRatio(torch.autograd.Function):
 def _check_order(nu: float) -> float:
     nu = float(nu)
     if not nu >= 0:
-        raise ValueError(f"the Bessel order must be >= 0, got {nu}")
+        raise PyrovaeError(f"the Bessel order must be >= 0, got {nu}")
     return nu
 
 

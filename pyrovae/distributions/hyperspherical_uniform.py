@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from pyrovae.errors import PyrovaeError
+
 from .sphere import log_sphere_area
 
 
@@ -34,7 +36,7 @@ class HypersphericalUniform(TorchDistribution):
         validate_args=None,
     ):
         if dim < 2:
-            raise ValueError(f"the sphere S^(d-1) needs d >= 2, got d={dim}")
+            raise PyrovaeError(f"the sphere S^(d-1) needs d >= 2, got d={dim}")
         self.dim = dim
         self._anchor = torch.zeros((), dtype=dtype, device=device)
         super().__init__(torch.Size(batch_shape), torch.Size([dim]), validate_args)

@@ -18,6 +18,8 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import Independent, Normal
 
+from pyrovae.errors import PyrovaeError
+
 
 def _diagonal_normal_parts(components) -> tuple[torch.Tensor, torch.Tensor] | None:
     if (
@@ -43,14 +45,14 @@ class SharedComponentMixture(TorchDistribution):
 
     def __init__(self, logits, components, batch_shape=(), validate_args=None):
         if len(components.batch_shape) != 1:
-            raise ValueError(
+            raise PyrovaeError(
                 f"components must have batch shape (K,), got {tuple(components.batch_shape)}"
             )
         k = components.batch_shape[0]
         self.components = components
         self.num_components = k
         if logits.shape != (k,):
-            raise ValueError(f"logits must have shape ({k},), got {tuple(logits.shape)}")
+            raise PyrovaeError(f"logits must have shape ({k},), got {tuple(logits.shape)}")
         self.log_weights = torch.log_softmax(logits, -1)
         self.has_rsample = False
         super().__init__(torch.Size(batch_shape), components.event_shape, validate_args)

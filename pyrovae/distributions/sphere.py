@@ -13,6 +13,8 @@ import math
 import torch
 from pyro.distributions import TorchDistribution, constraints
 
+from pyrovae.errors import PyrovaeError
+
 SAME_DIRECTION = 1e-12  # |e_1 - mu|^2 below this: mu is e_1 and no reflection is needed
 
 
@@ -68,7 +70,7 @@ class RotationSymmetric(TorchDistribution):
 
     def __init__(self, loc: torch.Tensor, concentration, validate_args=None):
         if loc.dim() < 1 or loc.shape[-1] < 2:
-            raise ValueError(f"loc must have a last dimension d >= 2, got shape {loc.shape}")
+            raise PyrovaeError(f"loc must have a last dimension d >= 2, got shape {loc.shape}")
         concentration = torch.as_tensor(concentration, dtype=loc.dtype, device=loc.device)
         batch_shape = torch.broadcast_shapes(loc.shape[:-1], concentration.shape)
         self.loc = loc.expand(*batch_shape, loc.shape[-1])

@@ -15,6 +15,7 @@ from .estimators import (
     sample,
 )
 from .importance import SiteLogProbs, log_weights, site_log_probs
+from .objective import estimate_elbo
 from .sites import conditioned_log_prob, draw_latents, has_latent_parents
 from .summaries import correlation_summary, count_parameters, posterior_correlation
 
@@ -31,6 +32,7 @@ __all__ = [
     "aggregate_log_density",
     "count_parameters",
     "elbo",
+    "estimate_elbo",
     "guide_posterior",
     "kl_decomposition",
     "log_likelihood",

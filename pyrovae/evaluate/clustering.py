@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from pyrovae.errors import PyrovaeError
+
 
 def clustering_accuracy(clusters, labels) -> float:
     """Accuracy of the best one-to-one matching of ``clusters`` (ints, shape (N,)) to
@@ -21,7 +23,7 @@ def clustering_accuracy(clusters, labels) -> float:
     clusters = np.asarray(torch.as_tensor(clusters).cpu(), dtype=np.int64).reshape(-1)
     labels = np.asarray(torch.as_tensor(labels).cpu(), dtype=np.int64).reshape(-1)
     if clusters.shape != labels.shape or clusters.size == 0:
-        raise ValueError(
+        raise PyrovaeError(
             f"clusters and labels must be non-empty and of one length, got {clusters.shape} "
             f"and {labels.shape}"
         )

@@ -16,6 +16,7 @@ import torch
 
 from pyrovae.checks import latent_sites, observed_sites, trace_pair
 from pyrovae.data import check_data
+from pyrovae.errors import PyrovaeError
 
 from .importance import (
     enumerated_guide_sites,
@@ -117,7 +118,7 @@ class KLDecomposition:
 def _single_latent(trace) -> str:
     names = latent_sites(trace)
     if len(names) != 1:
-        raise ValueError(
+        raise PyrovaeError(
             f"this function needs one latent site; the guide has {names}: pass site= to pick one"
         )
     return names[0]
@@ -131,7 +132,7 @@ def guide_posterior(guide: Callable, x: torch.Tensor, site: str | None = None):
     names = latent_sites(trace)
     name = site or _single_latent(trace)
     if name not in names:
-        raise ValueError(f"the guide has no latent site {name!r}; it has {names}")
+        raise PyrovaeError(f"the guide has no latent site {name!r}; it has {names}")
     return trace.nodes[name]["fn"]
 
 
@@ -140,7 +141,7 @@ def _as_values(guide: Callable, x: torch.Tensor, z) -> dict[str, torch.Tensor]:
         return z
     names = guide_site_names(guide, x)
     if len(names) != 1:
-        raise ValueError(f"pass z as a dict {{site: values}}: the guide has sites {names}")
+        raise PyrovaeError(f"pass z as a dict {{site: values}}: the guide has sites {names}")
     return {names[0]: z}
 
 
@@ -288,7 +289,7 @@ def sample(
     """
     check_data(data, "data")
     if source not in ("prior", "aggregate"):
-        raise ValueError(f"unknown source {source!r}; choose 'prior' or 'aggregate'")
+        raise PyrovaeError(f"unknown source {source!r}; choose 'prior' or 'aggregate'")
     with pyro.validation_enabled(False):
         if source == "aggregate":
             rows = torch.randint(data.shape[0], (n,), device=data.device)

@@ -22,6 +22,7 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae.checks import latent_sites, masked_log_prob, sample_sites
+from pyrovae.errors import PyrovaeError
 
 PARTICLE_PLATE = "importance_samples"
 
@@ -56,7 +57,7 @@ def site_log_prob(trace, name: str, shape: tuple[int, ...]) -> torch.Tensor:
     """The masked log density of site ``name``, required to have shape ``shape``."""
     log_prob = masked_log_prob(trace.nodes[name])
     if tuple(log_prob.shape) != tuple(shape):
-        raise ValueError(
+        raise PyrovaeError(
             f"site {name!r} has log_prob shape {tuple(log_prob.shape)}, expected {tuple(shape)} "
             "(samples, data points); per-data-point evaluation needs every sample site "
             "inside the data plate and networks that broadcast over leading sample dimensions"
@@ -88,7 +89,7 @@ def site_log_probs(
     model_latents = latent_sites(model_trace)
     missing = set(model_latents) - set(guide_latents)
     if missing:
-        raise ValueError(f"model latent sites {sorted(missing)} have no guide site")
+        raise PyrovaeError(f"model latent sites {sorted(missing)} have no guide site")
     prior_sites = {n: site_log_prob(model_trace, n, shape) for n in model_latents}
     guide_sites = {n: site_log_prob(guide_trace, n, shape) for n in guide_latents}
     log_prior = sum(prior_sites.values(), x.new_zeros(shape))

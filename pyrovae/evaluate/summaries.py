@@ -11,6 +11,7 @@ from torch import nn
 
 from pyrovae.checks import latent_sites
 from pyrovae.distributions import draw
+from pyrovae.errors import PyrovaeError
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -56,7 +57,7 @@ def posterior_correlation(
     with pyro.validation_enabled(False):
         names = latent_sites(poutine.trace(guide).get_trace(x[:2]))
     if site is not None and site not in names:
-        raise ValueError(f"guide has no latent site {site!r}; it has {names}")
+        raise PyrovaeError(f"guide has no latent site {site!r}; it has {names}")
     sums = {name: [0.0, 0.0, 0] for name in names}  # sum of means, max, rows
     for start in range(0, x.shape[0], chunk):
         with pyro.validation_enabled(False):

@@ -1,8 +1,10 @@
 """Training: objectives (:mod:`.objectives`), one optimisation step (:mod:`.step`),
 checkpoints (:mod:`.checkpoint`) and the loop ``fit`` (:mod:`.loop`)."""
 
-from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint
-from .loop import FitConfig, FitHistory, as_splits, estimate_elbo, fit, kl_paths
+from .checkpoint import CHECKPOINT_FORMAT, Checkpoint, load_checkpoint
+from .divergence import DivergenceMonitor
+from .early_stopping import EarlyStopping
+from .loop import FitConfig, FitHistory, as_splits, fit, kl_paths
 from .objectives import (
     IWAE,
     OBJECTIVES,
@@ -16,6 +18,9 @@ from .step import SVIStep
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "Checkpoint",
+    "DivergenceMonitor",
+    "EarlyStopping",
     "IWAE",
     "OBJECTIVES",
     "FitConfig",
@@ -24,7 +29,6 @@ __all__ = [
     "SiteScale",
     "as_splits",
     "check_objective",
-    "estimate_elbo",
     "find_data_plate",
     "fit",
     "kl_paths",

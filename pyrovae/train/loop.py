@@ -19,6 +19,14 @@ Before the first step the objective's loss is computed once with Pyro's validati
 pair is refused with the reason, not silently biased.
 
 ELBOs are reported in nats per data point (the summed ELBO divided by the number of points).
+Failures never reach the parameters or a checkpoint: a step with a non-finite loss or
+gradient is skipped (:class:`~pyrovae.train.step.SVIStep`); several in a row, a finite
+loss that explodes (:class:`~pyrovae.train.divergence.DivergenceMonitor`), a non-finite
+validation ELBO or a non-finite parameter or optimizer state end the epoch, restore the
+pair to the start of the epoch, and either raise :class:`~pyrovae.errors.TrainingDiverged`
+(``on_nan="raise"``) or halve the learning rate and run the epoch again
+(``on_nan="rollback"``, at most ``max_rollbacks`` times).
+
 Optimisation uses a native ``torch.optim.Adam`` over the parameters the pair registers
 with ``pyro.module``/``pyro.param`` (cheaper than ``pyro.optim`` and checkpointable as one
 ``state_dict``).
@@ -26,11 +34,13 @@ with ``pyro.module``/``pyro.param`` (cheaper than ``pyro.optim`` and checkpointa
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -40,82 +50,39 @@ import torch
 from tqdm.auto import tqdm
 
 import pyrovae.distributions  # noqa: F401  (registers the KLs TraceMeanField_ELBO needs)
-from pyrovae.checks import check_pair, latent_sites, observed_sites, trace_pair
+from pyrovae.checks import check_pair, latent_sites, trace_pair
 from pyrovae.data import DataSplits, make_splits
 from pyrovae.distributions import kl_path
+from pyrovae.errors import PyrovaeError, TrainingDiverged, did_you_mean
+from pyrovae.evaluate.objective import estimate_elbo
 
 from .checkpoint import (
-    CHECKPOINT_FORMAT,
-    _copy_params,
-    _load_state,
-    _move,
-    _rng_state,
-    _save_atomic,
-    _set_rng_state,
-    _state,
-    load_checkpoint,
+    Checkpoint,
+    config_differences,
+    load_module_state,
+    module_state,
+    move,
+    remove_stale_temporary,
+    rng_state,
+    set_rng_state,
 )
+from .divergence import DivergenceMonitor
+from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
 from .step import SVIStep
 
 logger = logging.getLogger(__name__)
 
-MAX_SKIPPED_IN_A_ROW = 3  # non-finite steps in a row that stop training
+MAX_SKIPPED_IN_A_ROW = 3  # non-finite steps in a row that end the epoch
+ON_NAN = ("raise", "rollback")
+# Settings a resumed run may change without --override: how long it runs and where, not
+# what it computes.
+FREE_ON_RESUME = ("epochs", "progress", "device")
+OVERRIDE_ALIASES = {"lr": "learning_rate"}  # CLI flag names that differ from FitConfig's
 
 
-def _snapshot(model, guide, step) -> dict:
-    return {"model": _state(model), "guide": _state(guide), "params": _copy_params(step.params)}
-
-
-def _restore(model, guide, step, snapshot: dict) -> None:
-    """Put the pair and the optimised tensors back to ``snapshot`` (optimizer state is not
-    touched by skipped steps)."""
-    _load_state(model, snapshot["model"])
-    _load_state(guide, snapshot["guide"])
-    with torch.no_grad():
-        for p, saved in zip(step.params, snapshot["params"], strict=True):
-            p.copy_(saved)
-
-
-@torch.no_grad()
-def estimate_elbo(
-    model: Callable,
-    guide: Callable,
-    x: torch.Tensor,
-    objective: str = "Trace_ELBO",
-    batch_size: int = 1000,
-    num_particles: int = 1,
-    max_plate_nesting: int = 1,
-) -> float:
-    """Average ELBO over the rows of ``x`` in nats per data point (beta = 1), a Monte Carlo
-    estimate with ``num_particles`` draws of z per point. A plate that scales itself (built
-    with ``subsample=``) is divided out, so the figure is per data point either way."""
-    elbo = make_objective(objective, num_particles, max_plate_nesting)
-    total = 0.0
-    for start in range(0, x.shape[0], batch_size):
-        chunk = x[start : start + batch_size]
-        total -= elbo.loss(model, guide, chunk) / _observed_scale(model, guide, chunk)
-    return total / x.shape[0]
-
-
-def _observed_scale(model: Callable, guide: Callable, x: torch.Tensor) -> float:
-    """The scale Pyro applies to the model's first observed site (1 unless a plate
-    subsamples itself)."""
-    with pyro.validation_enabled(False):
-        _, model_trace = trace_pair(model, guide, x)
-    name = observed_sites(model_trace)[0]
-    return float(model_trace.nodes[name]["scale"])
-
-
-def _check_labeled(labeled, splits: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
-    """(x_l, y_l) on the data's device, with the shapes checked."""
-    x_l, y_l = labeled
-    if x_l.dim() != 2 or x_l.shape[1] != splits.num_features or y_l.shape != (x_l.shape[0],):
-        raise ValueError(
-            f"labeled must be (x of shape (M, {splits.num_features}), y of shape (M,)); got "
-            f"{tuple(x_l.shape)} and {tuple(y_l.shape)}"
-        )
-    return x_l.to(splits.train.device), y_l.to(splits.train.device).long()
+class _EpochFailed(Exception):
+    """Internal: the epoch produced a non-finite or exploding value (message says which)."""
 
 
 def kl_paths(model: Callable, guide: Callable, x: torch.Tensor) -> str:
@@ -146,6 +113,9 @@ class FitConfig:
     progress: bool = True
     data_plate: str | None = None  # found automatically when None
     max_plate_nesting: int = 1
+    divergence_factor: float | None = 10.0  # see pyrovae.train.divergence; None: off
+    on_nan: str = "raise"  # or "rollback": restore the epoch, halve the learning rate
+    max_rollbacks: int = 3
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -155,22 +125,41 @@ class FitConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown FitConfig fields {sorted(unknown)}; valid: {sorted(known)}")
+            raise PyrovaeError(
+                f"unknown FitConfig fields {sorted(unknown)}"
+                f"{did_you_mean(sorted(unknown)[0], known)}; valid: {sorted(known)}"
+            )
         return cls(**d)
 
     def validate(self) -> None:
         make_objective(self.objective, self.num_particles)
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("epochs", "batch_size", "max_plate_nesting"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise PyrovaeError(f"{name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
-            raise ValueError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
+            raise PyrovaeError(f"learning_rate must be finite and > 0, got {self.learning_rate}")
         if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+            raise PyrovaeError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
         if self.patience is not None and self.patience < 1:
-            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+            raise PyrovaeError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.divergence_factor is not None and not self.divergence_factor > 0:
+            raise PyrovaeError(
+                f"divergence_factor must be > 0 or None (off), got {self.divergence_factor}"
+            )
+        if self.on_nan not in ON_NAN:
+            raise PyrovaeError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
+        if self.max_rollbacks < 0:
+            raise PyrovaeError(f"max_rollbacks must be >= 0, got {self.max_rollbacks}")
         if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but CUDA is not available; use device='cpu'")
+            raise PyrovaeError(
+                f"device={self.device!r} but CUDA is not available; use device='cpu'"
+            )
+        try:
+            torch.device(self.device)
+        except RuntimeError:
+            raise PyrovaeError(
+                f"device={self.device!r} is not a device torch knows; use 'cpu', 'cuda' or 'cuda:N'"
+            ) from None
 
     def beta(self, epoch: int) -> float:
         """KL weight in epoch ``epoch`` (1-based): ``min(1, epoch / warmup_epochs)``."""
@@ -183,12 +172,14 @@ class FitHistory:
 
     epoch: list[int] = field(default_factory=list)
     beta: list[float] = field(default_factory=list)
+    learning_rate: list[float] = field(default_factory=list)
     train_objective: list[float] = field(default_factory=list)  # beta-weighted, minibatch mean
     validation_elbo: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
+    rollbacks: list[dict] = field(default_factory=list)  # on_nan="rollback": what and when
     kl_path: str = ""
     config: dict = field(default_factory=dict)
 
@@ -213,10 +204,158 @@ def as_splits(data: DataSplits | torch.Tensor | tuple) -> DataSplits:
     if isinstance(data, tuple | list) and 1 <= len(data) <= 3:
         parts = list(data) + [None] * (3 - len(data))
         return make_splits("data", *parts, binarize="none")
-    raise ValueError(
+    raise PyrovaeError(
         "data must be DataSplits (load_dataset), a tensor (N, D), or a tuple "
         f"(train, validation[, test]); got {type(data).__name__}"
     )
+
+
+def data_summary(splits: DataSplits) -> dict:
+    """What identifies the training data in a checkpoint: its size and a checksum (the
+    float64 sum, 9 significant digits, equal on CPU and CUDA)."""
+    return {
+        "train_rows": int(splits.train.shape[0]),
+        "features": int(splits.num_features),
+        "train_sum": f"{float(splits.train.sum(dtype=torch.float64)):.9g}",
+    }
+
+
+def pair_summary(model, guide) -> dict:
+    """What identifies a pair in a checkpoint: each side's printed structure for an
+    ``nn.Module`` (class names and layer sizes, so a full-covariance guide is told from a
+    diagonal one with equally shaped tensors), its qualified name for a function."""
+
+    def describe(obj) -> str:
+        if isinstance(obj, torch.nn.Module):
+            return " ".join(str(obj).split())
+        return getattr(obj, "__qualname__", type(obj).__qualname__)
+
+    return {"model": describe(model), "guide": describe(guide)}
+
+
+def _check_labeled(labeled, splits: DataSplits) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x_l, y_l) on the data's device, with the shapes checked."""
+    x_l, y_l = labeled
+    if x_l.dim() != 2 or x_l.shape[1] != splits.num_features or y_l.shape != (x_l.shape[0],):
+        raise PyrovaeError(
+            f"labeled must be (x of shape (M, {splits.num_features}), y of shape (M,)); got "
+            f"{tuple(x_l.shape)} and {tuple(y_l.shape)}"
+        )
+    return x_l.to(splits.train.device), y_l.to(splits.train.device).long()
+
+
+# --------------------------------------------------------------- state of the pair
+
+
+def _capture(model, guide, step: SVIStep) -> dict:
+    """Pair, optimised tensors and optimizer state: what a failed epoch is undone to."""
+    return {
+        "model": module_state(model),
+        "guide": module_state(guide),
+        "params": [p.detach().clone() for p in step.params],
+        "optimizer": copy.deepcopy(step.optimizer.state_dict()),
+    }
+
+
+def _restore(model, guide, step: SVIStep, state: dict) -> None:
+    load_module_state(model, state["model"])
+    load_module_state(guide, state["guide"])
+    with torch.no_grad():
+        for p, saved in zip(step.params, state["params"], strict=True):
+            p.copy_(saved)
+    if "optimizer" in state:
+        step.optimizer.load_state_dict(state["optimizer"])
+
+
+def _non_finite_state(step: SVIStep) -> str | None:
+    """Which parameter or optimizer-state tensor holds NaN/Inf, or None."""
+    for name, p in zip(step.param_names, step.params, strict=True):
+        if not bool(torch.isfinite(p).all()):
+            return f"parameter {name!r}"
+    for p, state in step.optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and not bool(torch.isfinite(value).all()):
+                index = next(i for i, q in enumerate(step.params) if q is p)
+                return f"the optimizer's {key} of {step.param_names[index]!r}"
+    return None
+
+
+# --------------------------------------------------------------------------- resume
+
+
+def _check_module_state(label: str, module, state: dict, path) -> None:
+    """PyrovaeError naming every key or shape of ``state`` that ``module`` does not have."""
+    if not isinstance(module, torch.nn.Module):
+        return
+    current = module.state_dict()
+    problems = [f"{k} is missing" for k in current if k not in state]
+    problems += [f"{k} is not in this {label}" for k in state if k not in current]
+    problems += [
+        f"{k} has shape {tuple(state[k].shape)} in the checkpoint, {tuple(v.shape)} here"
+        for k, v in current.items()
+        if k in state and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if problems:
+        raise PyrovaeError(
+            f"checkpoint {path} was written by a different {label}: {'; '.join(problems[:5])}"
+            f"{' ...' if len(problems) > 5 else ''}. Resume with the model, guide and options "
+            "that wrote it"
+        )
+
+
+def _check_resume(ckpt: Checkpoint, run: dict, step: SVIStep, override, path) -> None:
+    """Refuse a resume whose settings or parameters differ from the checkpoint's."""
+    valid = sorted({*run["config"], *run["spec"], "data", "pair"})
+    unknown = [name for name in override if name not in valid]
+    if unknown:
+        raise PyrovaeError(
+            f"override names unknown settings {unknown}{did_you_mean(unknown[0], valid)}; "
+            f"settings: {', '.join(valid)}"
+        )
+    differences = [
+        d
+        for d in config_differences(ckpt.run, run, ignore=FREE_ON_RESUME)
+        if not set(d.split(":")[0].split(".")) & set(override)
+    ]
+    if differences:
+        raise PyrovaeError(
+            f"checkpoint {path} was written with other settings: {'; '.join(differences)}. "
+            "Resume with the same settings, or name the ones you change on purpose with "
+            "override= (CLI: --override NAME)"
+        )
+    saved = list(ckpt.params.items())
+    if len(saved) != len(step.params) or any(
+        tuple(s.shape) != tuple(p.shape) for (_, s), p in zip(saved, step.params, strict=False)
+    ):
+        pairs = [
+            f"{name} {tuple(s.shape)} vs {current} {tuple(p.shape)}"
+            for (name, s), current, p in zip(saved, step.param_names, step.params, strict=False)
+            if tuple(s.shape) != tuple(p.shape)
+        ]
+        raise PyrovaeError(
+            f"checkpoint {path} holds {len(saved)} parameters, this pair has "
+            f"{len(step.params)}{': ' + '; '.join(pairs[:3]) if pairs else ''}. Resume with the "
+            "model, guide and options that wrote it"
+        )
+
+
+def _resume(ckpt: Checkpoint, model, guide, step, stopping, divergence, path) -> FitHistory:
+    _check_module_state("model", model, ckpt.model, path)
+    _check_module_state("guide", guide, ckpt.guide, path)
+    load_module_state(model, ckpt.model)
+    load_module_state(guide, ckpt.guide)
+    with torch.no_grad():
+        for p, saved in zip(step.params, ckpt.params.values(), strict=True):
+            p.copy_(saved)
+    step.optimizer.load_state_dict(ckpt.optimizer)
+    stopping.load_state_dict(ckpt.monitors["early_stopping"])
+    divergence.best = ckpt.monitors["divergence_best"]
+    set_rng_state(ckpt.rng)
+    logger.info("resumed from %s at epoch %d", path, ckpt.epoch)
+    return FitHistory.from_dict(ckpt.history)
+
+
+# ------------------------------------------------------------------------------ fit
 
 
 def fit(
@@ -228,6 +367,8 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     resume: str | os.PathLike | None = None,
     labeled: tuple[torch.Tensor, torch.Tensor] | None = None,
+    run_info: dict | None = None,
+    override: Iterable[str] = (),
     **overrides,
 ) -> FitHistory:
     """Train ``guide`` and ``model`` by SVI on ``data``'s training split.
@@ -239,29 +380,44 @@ def fit(
             ``config.device`` and checkpointed through their ``state_dict``.
         data: :class:`~pyrovae.data.DataSplits`, a tensor, or (train, validation[, test]).
         config: a :class:`FitConfig`; keyword ``overrides`` replace its fields.
-        checkpoint: file written (atomically) after every epoch: model, guide, optimizer,
-            epoch, RNG state, history.
+        checkpoint: file written (atomically) after every epoch: a
+            :class:`~pyrovae.train.checkpoint.Checkpoint` with the pair, optimizer, RNG
+            state, history and the settings of the run.
         resume: a checkpoint to continue from; the run then ends where an uninterrupted
-            run with the same config and seed would.
+            run with the same config and seed would. Its settings (config, ``run_info``,
+            a checksum of the training data) must equal this call's, except ``epochs``,
+            ``device`` and ``progress`` and the names listed in ``override``.
         labeled: ``(x_l, y_l)`` for a semi-supervised pair called as ``model(x, y)``: every
             step adds the labelled ELBO of all of them (their own N_l/B_l = 1 scale; gray
             levels are binarized per step like the training batches), so the loss is
             ``-[ELBO(unlabelled) + ELBO(labelled)]`` as in Kingma et al. (2014).
+        run_info: the caller's description of the pair (e.g. the CLI's RunSpec), stored in
+            the checkpoint and compared on resume.
+        override: settings a resume may change on purpose (e.g. ``("learning_rate",)``: the
+            optimizer then continues with the new rate).
 
     Returns:
         a :class:`FitHistory`; with ``patience`` set, the best-validation parameters are
         restored at the end.
+
+    Raises:
+        PyrovaeError: bad data, config, pair or checkpoint (before any training).
+        TrainingDiverged: non-finite or exploding training that rollbacks did not cure;
+            the pair is left as it was at the start of the failing epoch.
     """
     config = FitConfig.from_dict({**(config or FitConfig()).to_dict(), **overrides})
     config.validate()
+    override = tuple(OVERRIDE_ALIASES.get(n, n.replace("-", "_")) for n in override)
     splits = as_splits(data).to(config.device)
-    _move(model, config.device)
-    _move(guide, config.device)
+    move(model, config.device)
+    move(guide, config.device)
     check_pair(model, guide, splits)
+    if checkpoint is not None:
+        if Path(checkpoint).is_dir():
+            raise PyrovaeError(f"checkpoint={checkpoint} is a folder; name a file in it")
+        if remove_stale_temporary(checkpoint):
+            logger.info("removed a stale %s.tmp left by an interrupted write", checkpoint)
 
-    history = FitHistory(config=config.to_dict())
-    start_epoch = 1
-    best_value, best_state, bad_epochs = -math.inf, None, 0
     pyro.set_rng_seed(config.seed)
     probe = next(splits.batches("train", config.batch_size))
     data_plate, self_scaled = find_data_plate(model, guide, probe, config.data_plate)
@@ -277,122 +433,155 @@ def fit(
     if config.objective == "TraceEnum_ELBO":
         step.scaler.beta_sites = warmup_sites(model, guide, probe, config.max_plate_nesting)
     check_objective(config.objective, step.elbo, step.model, step.guide, probe)
+    labeled_probe = None
     if labeled is not None:
         labeled = _check_labeled(labeled, splits)
         x_l = splits.present_like_train(labeled[0])
         check_objective("Trace_ELBO", step.labeled_elbo, step.model, step.guide, x_l, labeled[1])
-    step._setup(probe)
-    history.kl_path = kl_paths(model, guide, probe)
+        labeled_probe = (x_l, labeled[1], 1.0)
+    step.setup(probe, labeled_probe, owners={"model": model, "guide": guide})
 
+    history = FitHistory(config=config.to_dict(), kl_path=kl_paths(model, guide, probe))
+    run = {
+        "config": config.to_dict(),
+        "spec": dict(run_info or {}),
+        "data": data_summary(splits),
+        "pair": pair_summary(model, guide),
+    }
+    stopping = EarlyStopping(config.patience)
+    divergence = DivergenceMonitor(config.divergence_factor)
+    start_epoch = 1
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        _load_state(model, ckpt["model"])
-        _load_state(guide, ckpt["guide"])
-        with torch.no_grad():
-            for p, saved in zip(step.params, ckpt["params"], strict=True):
-                p.copy_(saved)
-        step.optimizer.load_state_dict(ckpt["optimizer"])
-        history = FitHistory.from_dict(ckpt["history"])
+        ckpt = Checkpoint.load(resume)
+        _check_resume(ckpt, run, step, override, resume)
+        history = _resume(ckpt, model, guide, step, stopping, divergence, resume)
         history.config = config.to_dict()
-        start_epoch = ckpt["epoch"] + 1
-        best_value, bad_epochs = ckpt["best_value"], ckpt["bad_epochs"]
-        best_state = ckpt["best_state"]
-        _set_rng_state(ckpt["rng"])
-        logger.info("resumed from %s at epoch %d", resume, ckpt["epoch"])
+        if "learning_rate" in override:
+            for group in step.optimizer.param_groups:
+                group["lr"] = config.learning_rate
+        start_epoch = ckpt.epoch + 1
 
     n_train = splits.train.shape[0]
     has_validation = splits.validation is not None
-    bar = tqdm(
-        range(start_epoch, config.epochs + 1), disable=not config.progress, desc="fit", unit="epoch"
-    )
+    bar = tqdm(total=config.epochs, initial=start_epoch - 1, disable=not config.progress)
+    epoch = start_epoch
     with pyro.validation_enabled(False):  # check_pair validated the inputs already
-        for epoch in bar:
+        while epoch <= config.epochs:
             beta = config.beta(epoch)
-            started = time.perf_counter()
-            total, count, batch_index = 0.0, 0, 0
-            epoch_start = _snapshot(model, guide, step)
-            for x in splits.batches("train", config.batch_size, shuffle=True):
-                data_scale = 1.0 if self_scaled else n_train / x.shape[0]
-                extra = None
-                if labeled is not None:
-                    extra = (splits.present_like_train(labeled[0]), labeled[1], 1.0)
-                loss = step(x, data_scale=data_scale, beta=beta, labeled=extra)
-                batch_index += 1
-                if step.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-                    _restore(model, guide, step, epoch_start)
-                    raise FloatingPointError(
-                        f"the loss or its gradient was non-finite ({loss}) in "
-                        f"{step.skipped_in_a_row} steps in a row (epoch {epoch}, step "
-                        f"{batch_index}); those steps were skipped and the pair is restored "
-                        f"to the start of epoch {epoch}. Lower learning_rate (now "
-                        f"{config.learning_rate}) or use KL warm-up"
-                    )
-                if math.isfinite(loss):
-                    total += loss * x.shape[0] / n_train
-                    count += x.shape[0]
-            seconds = time.perf_counter() - started
-            val = (
-                estimate_elbo(
-                    model,
-                    guide,
-                    splits.validation,
-                    config.objective,
-                    max_plate_nesting=config.max_plate_nesting,
+            epoch_start = _capture(model, guide, step)
+            try:
+                started = time.perf_counter()
+                objective = _train_epoch(
+                    step, splits, config, beta, n_train, self_scaled, labeled, divergence
                 )
-                if has_validation
-                else float("nan")
-            )
+                seconds = time.perf_counter() - started
+                val = float("nan")
+                if has_validation:
+                    with warnings.catch_warnings():  # a NaN is handled just below
+                        warnings.filterwarnings("ignore", message="Encountered NaN")
+                        val = estimate_elbo(
+                            model,
+                            guide,
+                            splits.validation,
+                            config.objective,
+                            max_plate_nesting=config.max_plate_nesting,
+                        )
+                    if not math.isfinite(val):
+                        raise _EpochFailed(f"the validation ELBO is {val}")
+                bad = _non_finite_state(step)
+                if bad is not None:
+                    raise _EpochFailed(f"{bad} became non-finite")
+            except _EpochFailed as failure:
+                _restore(model, guide, step, epoch_start)
+                step.skipped_in_a_row = 0
+                lr = step.optimizer.param_groups[0]["lr"]
+                if config.on_nan == "rollback" and len(history.rollbacks) < config.max_rollbacks:
+                    for group in step.optimizer.param_groups:
+                        group["lr"] = lr / 2
+                    history.rollbacks.append(
+                        {"epoch": epoch, "reason": str(failure), "learning_rate": lr / 2}
+                    )
+                    logger.warning(
+                        "epoch %d: %s; rolled back to the start of the epoch, learning rate "
+                        "%g -> %g",
+                        epoch,
+                        failure,
+                        lr,
+                        lr / 2,
+                    )
+                    continue
+                tried = f" after {len(history.rollbacks)} rollbacks" if history.rollbacks else ""
+                raise TrainingDiverged(
+                    f"epoch {epoch}: {failure}{tried}. The pair is restored to the start of "
+                    f"epoch {epoch} and nothing non-finite was checkpointed. Lower the learning "
+                    f"rate (now {lr:g}), use KL warm-up, or pass on_nan='rollback' "
+                    "(CLI: --on-nan rollback)"
+                ) from None
             history.epoch.append(epoch)
             history.beta.append(beta)
-            history.train_objective.append(-total / count if count else float("nan"))
+            history.learning_rate.append(step.optimizer.param_groups[0]["lr"])
+            history.train_objective.append(objective)
             history.skipped_steps = step.skipped_total
             history.validation_elbo.append(val)
             history.seconds.append(seconds)
+            bar.update(1)
             bar.set_postfix(val_elbo=f"{val:.2f}", beta=f"{beta:.2f}")
-
-            if config.patience is not None and has_validation and beta >= 1.0:
-                if val > best_value:
-                    best_value, bad_epochs = val, 0
-                    history.best_epoch = epoch
-                    best_state = {
-                        "model": _state(model),
-                        "guide": _state(guide),
-                        "params": _copy_params(step.params),
-                    }
-                else:
-                    bad_epochs += 1
-            if not all(bool(torch.isfinite(p).all()) for p in step.params):
-                _restore(model, guide, step, epoch_start)
-                raise FloatingPointError(
-                    f"the parameters became non-finite in epoch {epoch}; the pair is restored "
-                    f"to the start of the epoch and nothing was checkpointed. Lower "
-                    f"learning_rate (now {config.learning_rate})"
-                )
+            if has_validation and beta >= 1.0:
+                stopping.update(epoch, val, lambda: _capture(model, guide, step))
+                history.best_epoch = stopping.best_epoch
             if checkpoint is not None:
-                _save_atomic(
-                    {
-                        "format": CHECKPOINT_FORMAT,
-                        "epoch": epoch,
-                        "model": _state(model),
-                        "guide": _state(guide),
-                        "params": _copy_params(step.params),
-                        "optimizer": step.optimizer.state_dict(),
-                        "rng": _rng_state(),
-                        "history": history.to_dict(),
-                        "best_value": best_value,
-                        "bad_epochs": bad_epochs,
-                        "best_state": best_state,
+                Checkpoint(
+                    epoch=epoch,
+                    model=module_state(model),
+                    guide=module_state(guide),
+                    params={
+                        n: p.detach().clone()
+                        for n, p in zip(step.param_names, step.params, strict=True)
                     },
-                    Path(checkpoint),
-                )
-            if config.patience is not None and bad_epochs >= config.patience:
+                    optimizer=step.optimizer.state_dict(),
+                    rng=rng_state(),
+                    history=history.to_dict(),
+                    monitors={
+                        "early_stopping": stopping.state_dict(),
+                        "divergence_best": divergence.best,
+                    },
+                    run=run,
+                ).save(checkpoint)
+            if stopping.should_stop:
                 history.stopped_early = True
-                logger.info("early stop at epoch %d (best %s)", epoch, history.best_epoch)
+                logger.info("early stop at epoch %d (best %s)", epoch, stopping.best_epoch)
                 break
-    if best_state is not None:
-        _load_state(model, best_state["model"])
-        _load_state(guide, best_state["guide"])
-        with torch.no_grad():
-            for p, saved in zip(step.params, best_state["params"], strict=True):
-                p.copy_(saved)
+            epoch += 1
+    bar.close()
+    if stopping.best_state is not None:
+        best = {k: v for k, v in stopping.best_state.items() if k != "optimizer"}
+        _restore(model, guide, step, best)
     return history
+
+
+def _train_epoch(step, splits, config, beta, n_train, self_scaled, labeled, divergence) -> float:
+    """One pass over the shuffled training split; the beta-weighted objective per point
+    (minibatch losses weighted by their size). ``_EpochFailed`` on too many non-finite
+    steps in a row or on divergence."""
+    total, count = 0.0, 0
+    for index, x in enumerate(splits.batches("train", config.batch_size, shuffle=True), 1):
+        data_scale = 1.0 if self_scaled else n_train / x.shape[0]
+        extra = None
+        if labeled is not None:
+            extra = (splits.present_like_train(labeled[0]), labeled[1], 1.0)
+        loss = step(x, data_scale=data_scale, beta=beta, labeled=extra)
+        if step.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise _EpochFailed(
+                f"the loss or its gradient was non-finite ({loss}) in {step.skipped_in_a_row} "
+                f"steps in a row (step {index}; those steps were skipped)"
+            )
+        if divergence.diverged(loss / n_train):
+            raise _EpochFailed(
+                f"training diverged at step {index}: the loss is {loss / n_train:.4g} nats per "
+                f"point, above {divergence.limit():.4g} (the best so far, {divergence.best:.4g}, "
+                f"plus divergence_factor={divergence.factor} times its size)"
+            )
+        if math.isfinite(loss):
+            total += loss * x.shape[0] / n_train
+            count += x.shape[0]
+    return -total / count if count else float("nan")

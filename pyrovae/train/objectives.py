@@ -40,6 +40,7 @@ from pyrovae.checks import (
     sample_sites,
     trace_pair,
 )
+from pyrovae.errors import PyrovaeError, unknown_name
 
 DATA_PLATE = "data"
 IWAE_PLATE = "iwae_particles"
@@ -61,7 +62,7 @@ class IWAE:
 
     def __init__(self, num_particles: int = 5, max_plate_nesting: int = 1, **_):
         if num_particles < 1:
-            raise ValueError(f"IWAE needs num_particles >= 1, got {num_particles}")
+            raise PyrovaeError(f"IWAE needs num_particles >= 1, got {num_particles}")
         self.num_particles = num_particles
         self.max_plate_nesting = max_plate_nesting
 
@@ -73,7 +74,7 @@ class IWAE:
         )
         observed = observed_sites(model_trace)
         if not observed:
-            raise ValueError("IWAE needs an observed site in the model")
+            raise PyrovaeError("IWAE needs an observed site in the model")
         data_scale = model_trace.nodes[observed[0]]["scale"]
         log_w = 0.0
         for trace, sign, names in (
@@ -88,7 +89,7 @@ class IWAE:
                     )
                 log_prob = masked_log_prob(site)
                 if log_prob.dim() != 2 or log_prob.shape[0] != self.num_particles:
-                    raise ValueError(
+                    raise PyrovaeError(
                         f"IWAE: site {name!r} has log_prob shape {tuple(log_prob.shape)}; every "
                         "sample site must lie in the data plate (shape (K, B))"
                     )
@@ -129,9 +130,9 @@ def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1
     """An objective by name; Pyro ELBOs are vectorized over ``num_particles`` particles, for
     IWAE ``num_particles`` is K."""
     if name not in OBJECTIVES:
-        raise ValueError(f"unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}")
+        raise unknown_name("objective", name, OBJECTIVES)
     if num_particles < 1:
-        raise ValueError(f"num_particles must be >= 1, got {num_particles}")
+        raise PyrovaeError(f"num_particles must be >= 1, got {num_particles}")
     factory, _ = OBJECTIVES[name]
     if factory is IWAE:
         return IWAE(num_particles, max_plate_nesting)
@@ -151,12 +152,12 @@ def check_objective(name: str, objective, model: Callable, guide: Callable, *arg
         try:
             loss = objective.differentiable_loss(model, guide, *args)
         except (NotImplementedError, ValueError, RuntimeError, UserWarning) as error:
-            raise ValueError(
+            raise PyrovaeError(
                 f"objective {name!r} does not fit this model/guide pair: {error}. "
                 f"{name} needs {OBJECTIVES[name][1]}."
             ) from error
     if not torch.isfinite(loss):
-        raise ValueError(
+        raise PyrovaeError(
             f"objective {name!r} gives a non-finite loss ({loss.item()}) on the first batch; "
             "check the model's and guide's densities at initialisation"
         )
@@ -207,7 +208,7 @@ def find_data_plate(
             frames[frame.name] = frame
     if requested is not None:
         if requested not in frames:
-            raise ValueError(
+            raise PyrovaeError(
                 f"data_plate={requested!r} is not a plate around the model's observed sites; "
                 f"those are {sorted(frames) or 'none'}"
             )
@@ -219,7 +220,7 @@ def find_data_plate(
         batch = named or batch
     if len(batch) != 1:
         found = ", ".join(f"{f.name!r} (size {f.size})" for f in frames.values()) or "none"
-        raise ValueError(
+        raise PyrovaeError(
             f"cannot tell which plate runs over the {x.shape[0]} rows of a batch (plates around "
             f"the observed sites: {found}); wrap the model's and guide's per-row sites in "
             "pyro.plate(name, len(x)) or pass data_plate=name"

@@ -12,6 +12,8 @@ from collections.abc import Callable
 import pyro.poutine as poutine
 import torch
 
+from pyrovae.errors import PyrovaeError
+
 from .objectives import DATA_PLATE, SiteScale, make_objective
 
 
@@ -40,24 +42,83 @@ class SVIStep:
         self.guide = self.scaler(guide)
         self.learning_rate = learning_rate
         self.params: list[torch.Tensor] | None = None
+        self.param_names: list[str] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
         self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
         self.skipped_total = 0
 
-    def _setup(self, x: torch.Tensor) -> None:
+    def setup(
+        self,
+        x: torch.Tensor,
+        labeled: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+        owners: dict | None = None,
+    ) -> None:
+        """Collect the parameters the loss registers and build the optimizer.
+
+        With ``owners`` (``{"model": model, "guide": guide}``), also check that training
+        can move every parameter: each ``nn.Module`` parameter of an owner must be among
+        the optimised tensors, and each optimised tensor must receive a gradient from the
+        loss. Both fail when a pair reuses a name already in Pyro's param store:
+        ``pyro.module``/``pyro.param`` then hand back the first pair's tensors, which the
+        second pair's networks never use, and training would silently change nothing."""
         with poutine.trace(param_only=True) as param_capture:
             self.elbo.differentiable_loss(self.model, self.guide, x)
-        seen: dict[int, torch.Tensor] = {}
-        for site in param_capture.trace.nodes.values():
+        seen: dict[int, tuple[str, torch.Tensor]] = {}
+        for name, site in param_capture.trace.nodes.items():
             p = site["value"].unconstrained()
-            seen.setdefault(id(p), p)
-        self.params = list(seen.values())
+            seen.setdefault(id(p), (name, p))
+        self.param_names = [name for name, _ in seen.values()]
+        self.params = [p for _, p in seen.values()]
         if not self.params:
-            raise ValueError(
+            raise PyrovaeError(
                 "the model and guide register no parameters; call pyro.module(name, net) "
                 "inside them so their networks are trained"
             )
         self.optimizer = torch.optim.Adam(self.params, lr=self.learning_rate)
+        if owners is not None:
+            self._check_parameters(x, labeled, owners)
+
+    def _check_parameters(self, x, labeled, owners: dict) -> None:
+        optimised = {id(p) for p in self.params}
+        unowned = [
+            f"{label}.{name}"
+            for label, owner in owners.items()
+            if isinstance(owner, torch.nn.Module)
+            for name, p in owner.named_parameters()
+            if p.requires_grad and id(p) not in optimised
+        ]
+        self.scaler.data_scale, self.scaler.beta = 1.0, 1.0
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Encountered NaN")
+            self._loss(x, labeled).backward()
+        no_gradient = [
+            n for n, p in zip(self.param_names, self.params, strict=True) if p.grad is None
+        ]
+        self.optimizer.zero_grad(set_to_none=True)
+        if no_gradient or unowned:
+            parts = []
+            if no_gradient:
+                parts.append(f"these param-store tensors receive no gradient: {no_gradient[:6]}")
+            if unowned:
+                parts.append(f"these network parameters are not being optimised: {unowned[:6]}")
+            raise PyrovaeError(
+                "training would leave parameters unchanged: "
+                + "; ".join(parts)
+                + ". The usual cause is a second pair registered under a name already in "
+                "Pyro's param store (pyro.module/pyro.param return the FIRST pair's tensors "
+                "for a repeated name): call pyro.clear_param_store() before building a new "
+                "pair, or give each pair its own name=. A parameter the loss never uses "
+                "should be frozen with requires_grad_(False)"
+            )
+
+    def _loss(self, x, labeled) -> torch.Tensor:
+        loss = self.elbo.differentiable_loss(self.model, self.guide, x)
+        if labeled is not None:
+            x_l, y_l, scale_l = labeled
+            self.scaler.data_scale = scale_l
+            loss = loss + self.labeled_elbo.differentiable_loss(self.model, self.guide, x_l, y_l)
+        return loss
 
     def __call__(
         self,
@@ -72,18 +133,12 @@ class SVIStep:
         ``-ELBO(x_l, y_l)`` computed by ``Trace_ELBO`` (y observed: nothing to enumerate)
         with the data plate scaled by ``scale_l`` (N_labelled / B_labelled)."""
         if self.optimizer is None:
-            self._setup(x)
+            self.setup(x)
         self.scaler.data_scale, self.scaler.beta = data_scale, beta
         with warnings.catch_warnings():
             # a NaN loss is handled below (skipped and counted); Pyro's warning adds nothing
             warnings.filterwarnings("ignore", message="Encountered NaN")
-            loss = self.elbo.differentiable_loss(self.model, self.guide, x)
-            if labeled is not None:
-                x_l, y_l, scale_l = labeled
-                self.scaler.data_scale = scale_l
-                loss = loss + self.labeled_elbo.differentiable_loss(
-                    self.model, self.guide, x_l, y_l
-                )
+            loss = self._loss(x, labeled)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         value, gradient_sum = self._loss_and_gradient_sum(loss)  # one host sync per step

@@ -14,7 +14,8 @@ from guides.families import FlowHead, FullCovarianceHead, LowRankHead, MixtureHe
 from models import build_vae
 from pyrovae import supports
 from pyrovae.distributions import draw
-from pyrovae.train import estimate_elbo, fit
+from pyrovae.evaluate import estimate_elbo
+from pyrovae.train import fit
 
 D = 4  # latent size for the property tests
 EXPECTED_OUTPUTS = {

@@ -8,8 +8,7 @@ import torch
 from guides import build_gmvae_guide
 from models import build_gmvae
 from pyrovae import evaluate, fit
-from pyrovae.evaluate import clustering_accuracy
-from pyrovae.train import estimate_elbo
+from pyrovae.evaluate import clustering_accuracy, estimate_elbo
 
 
 def test_clustering_accuracy_matches_clusters_to_labels():

@@ -7,7 +7,7 @@ import pytest
 from guides import build_hierarchical_guide
 from models import build_hvae
 from pyrovae import diagnostics, evaluate, fit
-from pyrovae.train import estimate_elbo
+from pyrovae.evaluate import estimate_elbo
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_netcdf_round_trip(tree, tmp_path):
 def test_plots_write_pngs(tree, tmp_path):
     lr = log_ratios(tree)
     paths = [
-        plots.plot_khat({"a": np.random.rand(5)}, tmp_path / "k.png"),
+        plots.plot_khat({"a": np.random.rand(5)}, tmp_path / "k.png", 0.7),
         plots.plot_ess({"a": np.full(5, 100.0)}, tmp_path / "e.png", 300),
         plots.plot_latent_marginals({"a": tree, "b": tree}, tmp_path / "m.png", points=[0, 1]),
         plots.plot_elbo_curves({"a": [-3.0, -2.0]}, tmp_path / "c.png"),

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pyro
 import pytest
@@ -54,14 +56,19 @@ def test_exact_posterior_gives_very_low_khat_and_full_ess():
     np.testing.assert_allclose(importance_ess(lr), 1000, rtol=1e-3)
 
 
-def test_ess_bounds_and_summary():
-    lr = normal_log_ratios(0.5, 2000)[:, None]
-    ess = importance_ess(lr)
-    assert 1 <= ess[0] <= 2000
-    assert khat_threshold(2000) == pytest.approx(0.697, abs=1e-3)
-    both = np.concatenate([lr, normal_log_ratios(2.0, 2000)[:, None]], axis=1)
+def test_ess_matches_its_closed_form_and_the_summary_counts_bad_points():
+    # q = N(0, 2^2), p = N(0, 1): E_q[w^2] = s / sqrt(2 - 1/s^2), so ESS/S -> 0.6614
+    expected = 2000 / (2.0 / math.sqrt(2 - 1 / 4.0))
+    for seed in range(3):
+        ess = importance_ess(normal_log_ratios(2.0, 2000, seed)[:, None])
+        assert ess[0] == pytest.approx(expected, rel=0.02)
+    good, bad = normal_log_ratios(2.0, 2000)[:, None], normal_log_ratios(0.3, 2000)[:, None]
+    both = np.concatenate([good, bad], axis=1)
     summary = summarize(psis_khat(both), importance_ess(both), 2000)
-    assert summary["ESS median"] > 1 and 0 <= summary["khat > 0.7"] <= 1
+    assert khat_threshold(2000) == pytest.approx(0.697, abs=1e-3)
+    assert summary["khat threshold"] == khat_threshold(2000)
+    assert summary["share khat > threshold"] == 0.5  # the narrow proposal, not the wide one
+    assert summary["ESS median"] == pytest.approx(np.median(importance_ess(both)))
     with pytest.raises(ValueError, match="NaN or Inf"):
         psis_khat(np.array([[0.0], [np.nan]]))
 

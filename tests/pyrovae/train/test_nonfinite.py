@@ -11,7 +11,8 @@ import torch
 
 from guides import build_guide
 from models import build_vae
-from pyrovae.train import fit
+from pyrovae.errors import TrainingDiverged
+from pyrovae.train import DivergenceMonitor, fit, load_checkpoint
 
 
 class PoisonedModel:
@@ -47,13 +48,103 @@ def test_non_finite_steps_in_a_row_stop_training_and_restore_the_pair(digits, tm
     first_bad = 5 + 13 + 3  # the probes, epoch 1's 13 full batches, then into epoch 2
     poisoned = PoisonedModel(model, poisoned=range(first_bad, first_bad + 100))
     checkpoint = tmp_path / "run.pt"
-    with pytest.raises(FloatingPointError, match=r"(?s)3 steps in a row \(epoch 2.*restored"):
+    with pytest.raises(TrainingDiverged, match=r"epoch 2: .*3 steps in a row.*start of epoch 2"):
         fit(poisoned, guide, digits, epochs=3, progress=False, checkpoint=checkpoint)
-    assert all(torch.isfinite(p).all() for p in model.parameters())
-    assert all(torch.isfinite(p).all() for p in guide.parameters())
+    # the pair is exactly as it was at the end of epoch 1, which is what was checkpointed
+    saved = load_checkpoint(checkpoint)
+    assert saved.epoch == 1
+    for name, tensor in guide.state_dict().items():
+        assert torch.equal(tensor, saved.guide[name]), name
 
 
 def test_an_infinite_learning_rate_is_refused_before_training(digits):
     model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
     with pytest.raises(ValueError, match="learning_rate must be finite"):
         fit(model, guide, digits, learning_rate=math.inf, progress=False)
+
+
+def finite_everywhere(checkpoint) -> bool:
+    saved = load_checkpoint(checkpoint)
+    tensors = [*saved.params.values(), *saved.guide.values(), *saved.model.values()]
+    for state in saved.optimizer["state"].values():
+        tensors += [v for v in state.values() if torch.is_tensor(v)]
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
+def test_a_huge_learning_rate_is_stopped_as_divergence(digits, tmp_path):
+    """Observed before: lr=1e6 trained to an ELBO of about -3.8e29 with no error and saved
+    an infinite optimizer state."""
+    model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
+    checkpoint = tmp_path / "run.pt"
+    with pytest.raises(TrainingDiverged, match="epoch 1: (training diverged|.*non-finite)"):
+        fit(
+            model, guide, digits, learning_rate=1e6, epochs=3, progress=False, checkpoint=checkpoint
+        )
+    assert not checkpoint.exists()  # nothing from the failed epoch was written
+    assert all(torch.isfinite(p).all() for p in [*model.parameters(), *guide.parameters()])
+
+
+def test_the_divergence_test_fires_on_a_finite_blow_up():
+    monitor = DivergenceMonitor(factor=10.0)
+    losses = [60.0, 45.0, 40.0, 42.0, 38.0]  # ordinary training, minibatch noise included
+    assert not any(monitor.diverged(v) for v in losses)
+    assert monitor.best == 38.0
+    assert not monitor.diverged(400.0)  # 38 + 10 * 38 = 418: still tolerated
+    assert monitor.diverged(3.8e29)
+    assert not DivergenceMonitor(factor=None).diverged(3.8e29)
+
+
+def test_rollback_halves_the_learning_rate_and_finishes(digits, tmp_path):
+    model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
+    checkpoint = tmp_path / "run.pt"
+    history = fit(
+        model,
+        guide,
+        digits,
+        learning_rate=0.5,
+        epochs=3,
+        on_nan="rollback",
+        max_rollbacks=20,
+        progress=False,
+        checkpoint=checkpoint,
+    )
+    assert history.rollbacks, "lr=0.5 was expected to need at least one rollback"
+    assert history.epoch == [1, 2, 3]
+    rates = [r["learning_rate"] for r in history.rollbacks]
+    assert rates == [0.5 / 2 ** (i + 1) for i in range(len(rates))]
+    assert history.learning_rate[-1] == rates[-1]
+    assert all(math.isfinite(v) for v in history.validation_elbo)
+    assert finite_everywhere(checkpoint)
+
+
+def test_rollback_gives_up_after_max_rollbacks(digits):
+    model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
+    with pytest.raises(TrainingDiverged, match="after 2 rollbacks"):
+        fit(
+            model,
+            guide,
+            digits,
+            learning_rate=1e6,
+            epochs=2,
+            on_nan="rollback",
+            max_rollbacks=2,
+            progress=False,
+        )
+
+
+class NaNOnValidation:
+    """The VAE's model with a NaN factor on validation-sized (225-row) batches only."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, x):
+        self.model(x)
+        if x.shape[0] == 225:
+            pyro.factor("poison", x.new_tensor(math.nan))
+
+
+def test_a_non_finite_validation_elbo_stops_training(digits):
+    model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
+    with pytest.raises(TrainingDiverged, match="epoch 1: the validation ELBO is nan"):
+        fit(NaNOnValidation(model), guide, digits, epochs=3, progress=False)

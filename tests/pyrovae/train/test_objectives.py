@@ -66,7 +66,7 @@ def test_iwae_minibatch_scale_multiplies_the_bound_not_the_weights():
 def test_every_objective_trains_a_vae(digits):
     from guides import build_guide
     from models import build_vae
-    from pyrovae.train import estimate_elbo
+    from pyrovae.evaluate import estimate_elbo
 
     for name in sorted(set(OBJECTIVES) - {"TraceEnum_ELBO"}):
         model, guide = build_vae(64, 3, (32,)), build_guide(64, 3, "diagonal", (32,))
@@ -185,6 +185,7 @@ def test_iwae_training_improves_test_log_likelihood_at_equal_budget(digits):
 
 def model_enumerated_pair(x_depends_on_y: bool):
     """y enumerated in the MODEL: x | y, z (M2-shaped) or z | y, x | z (GMVAE-shaped)."""
+    pyro.clear_param_store()  # fixed names below: a second pair would reuse the first's
     k, d = 3, 2
     locs = nn.Parameter(torch.randn(k, d))
     dec = nn.Linear(d + k if x_depends_on_y else d, 64)
@@ -193,7 +194,8 @@ def model_enumerated_pair(x_depends_on_y: bool):
     @pyro.infer.config_enumerate
     def model(x):
         pyro.module("menum_model", nn.ModuleList([dec]))
-        pyro.param("menum_locs", locs)
+        if not x_depends_on_y:  # registered only where used: fit refuses unused parameters
+            pyro.param("menum_locs", locs)
         with pyro.plate("data", x.shape[0]):
             y = pyro.sample("y", dist.Categorical(logits=torch.zeros(k)))
             if x_depends_on_y:
