@@ -1,4 +1,4 @@
-"""Sample from the prior or from the aggregated posterior? (seed 001) Measured.
+"""Sample from the prior or from the aggregated posterior? Measured.
 
 After training, q_agg(z) = (1/N) sum_n q(z|x_n) is a finite mixture of N Gaussians; the
 decoder was trained on draws from it, not from p(z). This script decodes n latents from

@@ -1,4 +1,4 @@
-"""Why penalise the KL per example and not on the aggregate? (seed 003) ELBO surgery.
+"""Why penalise the KL per example and not on the aggregate? ELBO surgery.
 
 Hoffman & Johnson (2016): the per-example KL the ELBO penalises splits as
 

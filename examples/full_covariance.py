@@ -1,4 +1,4 @@
-"""Why a diagonal rather than a full covariance? (seed 000) Answered with measurements.
+"""Why a diagonal rather than a full covariance? Answered with measurements.
 
 Trains the same VAE model (same decoder, prior, likelihood, epochs, seed) with each guide
 family (diagonal, full, lowrank, mixture, flow) and prints, per family: distribution

@@ -5,18 +5,18 @@ and event shape ``(d,)``; the guide passes it to ``pyro.sample("z", ...)`` uncha
 swapping the family never touches the model. Each head reports
 ``outputs_per_datapoint``, the number of distribution parameters it emits per data point:
 
-==============  =============================================  =================
-family          q(z | x)                                       outputs per point
-==============  =============================================  =================
-``diagonal``    N(mu, diag(sigma^2))                           2d
-``full``        N(mu, L L^T), L lower-triangular, L_ii > 0     d(d+3)/2
-``lowrank``     N(mu, W W^T + diag(D)), W of rank r            d(r+2)
-``mixture``     sum_k pi_k N(mu_k, diag(sigma_k^2))            K(2d+1)
-``flow``        IAF_T o ... o IAF_1 applied to N(mu, diag)      2d(1+T)
-``vmf``         von Mises-Fisher(mu, kappa) on S^{d-1}          d+1
-``power-sph..`` PowerSpherical(mu, kappa) on S^{d-1}            d+1
-``dirichlet``   Dirichlet(alpha) on the simplex                 d
-==============  =============================================  =================
+===================  ==========================================  =================
+family               q(z | x)                                    outputs per point
+===================  ==========================================  =================
+``diagonal``         N(mu, diag(sigma^2))                        2d
+``full``             N(mu, L L^T), L lower-triangular, L_ii > 0  d(d+3)/2
+``lowrank``          N(mu, W W^T + diag(D)), W of rank r         d(r+2)
+``mixture``          sum_k pi_k N(mu_k, diag(sigma_k^2))         K(2d+1)
+``flow``             IAF_T o ... o IAF_1 applied to N(mu, diag)  2d(1+T)
+``vmf``              von Mises-Fisher(mu, kappa) on S^{d-1}      d+1
+``power-spherical``  PowerSpherical(mu, kappa) on S^{d-1}        d+1
+``dirichlet``        Dirichlet(alpha) on the simplex             d
+===================  ==========================================  =================
 
 Each head declares ``support`` (``real_vector``, ``sphere`` or ``simplex``); registering a
 family records it in :mod:`pyrovae.supports`, so a guide is never paired with a prior on

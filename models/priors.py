@@ -11,8 +11,8 @@ name           p(z)                                            support
 =============  ==============================================  ============================
 ``standard``   N(0, I_d)                                       real_vector
 ``mog``        sum_k pi_k N(m_k, diag(s_k^2)), all learnable   real_vector
-``vamp``       (1/K) sum_k q(z | u_k), K learnable u_k          the guide's (any family)
-``sphere``     uniform on S^{d-1} (z in R^d, |z| = 1)           sphere
+``vamp``       (1/K) sum_k q(z given u_k), K learnable u_k      the guide's (any family)
+``sphere``     uniform on S^{d-1} (z in R^d, norm 1)            sphere
 ``dirichlet``  Dirichlet(alpha), fixed or learnable alpha      simplex
 =============  ==============================================  ============================
 

@@ -172,7 +172,8 @@ def test_compare_writes_every_promised_file(tmp_path, capsys):
         "results.json",
         "khat.png",
         "ess.png",
-        "latent_marginals.png",
+        "khat_vs_ess.png",
+        "elpd_differences.png",
         "elbo_curves.png",
         "reconstructions.png",
         "samples.png",
@@ -380,7 +381,7 @@ def test_compare_works_with_one_guide(tmp_path):
     args = ["compare", "--guides", "diagonal", *SMALL, "--num-samples", "30"]
     code = main([*args, "--diag-samples", "30", "--eval-points", "20", "--out", str(out)])
     assert code == 0
-    assert (out / "report.md").exists() and (out / "latent_marginals.png").exists()
+    assert (out / "report.md").exists() and (out / "khat_vs_ess.png").exists()
 
 
 @pytest.mark.parametrize(

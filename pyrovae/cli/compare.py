@@ -156,10 +156,10 @@ def run(args: argparse.Namespace) -> None:
         trained[label] = (model, guide)
         diagnostics.save_datatree(results[label].tree, out / f"datatree_{label}.nc")
 
-    figures = write_figures(out, data, test, results, curves, trained, args)
     ranking = diagnostics.compare_guides(
         {n: r.log_px.cpu().numpy() for n, r in results.items()}, args.num_samples
     )[["rank", "elpd", "elpd_diff", "dse", "weight"]]
+    figures = write_figures(out, data, test, results, curves, trained, ranking, args)
     save_json(
         {
             "rows": rows,
@@ -182,44 +182,39 @@ def run(args: argparse.Namespace) -> None:
     print(f"report, figures and DataTrees in {out}/")
 
 
-def write_figures(out: Path, data, test, results, curves, pairs, args) -> list[Path]:
+def write_figures(out: Path, data, test, results, curves, pairs, ranking, args) -> list[Path]:
+    threshold = diagnostics.khat_threshold(args.diag_samples)
+    khats = {n: r.khat for n, r in results.items()}
+    ess = {n: r.ess for n, r in results.items()}
     figures = [
-        plots.plot_khat(
-            {n: r.khat for n, r in results.items()},
-            out / "khat.png",
-            diagnostics.khat_threshold(args.diag_samples),
+        plots.save(plots.plot_elpd_differences(ranking), out / "elpd_differences.png"),
+        plots.save(plots.plot_khat(khats, threshold), out / "khat.png"),
+        plots.save(plots.plot_ess(ess, args.diag_samples), out / "ess.png"),
+        plots.save(
+            plots.plot_khat_vs_ess(khats, ess, args.diag_samples, threshold),
+            out / "khat_vs_ess.png",
         ),
-        plots.plot_ess({n: r.ess for n, r in results.items()}, out / "ess.png", args.diag_samples),
-        plots.plot_latent_marginals(
-            {n: r.tree for n, r in results.items()}, out / "latent_marginals.png"
-        ),
-        plots.plot_elbo_curves(curves, out / "elbo_curves.png"),
+        plots.save(plots.plot_elbo_curves(curves), out / "elbo_curves.png"),
     ]
     if data.image_shape is not None:
         x = test[:12]
         recon = {"data": x, **{n: evaluate.reconstruct(m, g, x) for n, (m, g) in pairs.items()}}
-        figures.append(
-            plots.plot_image_rows(
-                recon,
-                data.image_shape,
-                out / "reconstructions.png",
-                "test images and each guide's reconstruction",
-            )
+        figure = plots.plot_image_rows(
+            recon, data.image_shape, "test images and each guide's reconstruction"
         )
+        figures.append(plots.save(figure, out / "reconstructions.png"))
         first = next(iter(pairs))
         model, guide = pairs[first]
         samples = {
             source: evaluate.sample(model, guide, 12, test, source=source).mean
             for source in ("prior", "aggregate")
         }
-        figures.append(
-            plots.plot_image_rows(
-                samples,
-                data.image_shape,
-                out / "samples.png",
-                f"decoded samples ({first} guide): z from p(z) vs from the aggregated posterior",
-            )
+        figure = plots.plot_image_rows(
+            samples,
+            data.image_shape,
+            f"decoded samples ({first} guide): z from p(z) vs from the aggregated posterior",
         )
+        figures.append(plots.save(figure, out / "samples.png"))
     return figures
 
 
@@ -244,7 +239,7 @@ def write_report(path: Path, rows, ranking, figures, args, dataset: str, skipped
         "",
         format_table(rows, SHOWN, markdown=True),
         "",
-        "KL term per run under TraceMeanField_ELBO (closed form or Monte Carlo): "
+        f"How `{args.objective}` estimated each run's KL term: "
         + ", ".join(f"{r['run']}: {r['KL path']}" for r in rows),
         "",
         *(f"Skipped, incompatible supports: {line}" for line in skipped),

@@ -1,4 +1,4 @@
-"""Summaries of a guide: its size and the posterior correlation it finds (seed 000)."""
+"""Summaries of a guide: its size and the posterior correlation it finds."""
 
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ def posterior_correlation(
 ) -> dict:
     """How correlated the coordinates of q(z | x) are, averaged over the rows of ``x``.
 
-    Per latent site: ``mean_abs_corr`` (mean over data points of the mean |off-diagonal
-    correlation| of q(z_s | x_n)) and ``max_abs_corr`` (the largest one seen); a diagonal
-    guide gives exactly 0. For a site with latent parents the correlation is of q(z_s |
+    Per latent site: ``mean_abs_corr`` (mean over data points of the mean absolute
+    off-diagonal correlation of q(z_s | x_n)) and ``max_abs_corr`` (the largest one seen);
+    a diagonal guide gives exactly 0. For a site with latent parents the correlation is of q(z_s |
     parents, x) at one draw of the parents. Returns the figures of ``site`` (or of the
     only latent site) at the top level and every site's under ``"sites"``; chunked over
     ``chunk`` rows so at most ``chunk x num_samples`` draws are held.

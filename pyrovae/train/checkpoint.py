@@ -4,7 +4,7 @@ read back safely in one place.
 
 File layout (format v3)::
 
-    b"pyrovae-checkpoint-v3\n" + sha256(payload) as 64 hex digits + b"\n" + payload
+    b"pyrovae-checkpoint-v3\\n" + sha256(payload) as 64 hex digits + b"\\n" + payload
 
 where ``payload`` is ``torch.save`` of a dict of tensors and plain Python values (RNG states
 included: no numpy arrays). Loading checks the tag and the SHA-256 (so a flipped byte is

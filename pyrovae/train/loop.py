@@ -85,16 +85,26 @@ class _EpochFailed(Exception):
     """Internal: the epoch produced a non-finite or exploding value (message says which)."""
 
 
-def kl_paths(model: Callable, guide: Callable, x: torch.Tensor) -> str:
-    """How ``TraceMeanField_ELBO`` gets each latent site's KL on this pair:
-    ``"z=analytic"`` (closed form registered) or ``"z=monte-carlo"``, comma-separated."""
+def kl_paths(model: Callable, guide: Callable, x: torch.Tensor, objective: str) -> str:
+    """How ``objective`` estimates each latent site's KL term on this pair, e.g.
+    ``"z=analytic"`` or ``"z=monte-carlo"``, comma-separated. Only ``TraceMeanField_ELBO``
+    uses a closed form (where one is registered for the pair); ``Trace_ELBO`` and
+    ``TraceEnum_ELBO`` estimate log q(z|x) - log p(z) at the sampled z, and IWAE has no
+    separate KL term."""
+    if objective == "IWAE":
+        return "none (IWAE bounds log p(x) directly)"
     with pyro.validation_enabled(False):
         guide_trace, model_trace = trace_pair(model, guide, x)
-    return ",".join(
-        f"{name}={kl_path(guide_trace.nodes[name]['fn'], model_trace.nodes[name]['fn'])}"
-        for name in latent_sites(guide_trace)
-        if name in model_trace.nodes
-    )
+    paths = []
+    for name in latent_sites(guide_trace):
+        if name not in model_trace.nodes:
+            continue
+        if objective == "TraceMeanField_ELBO":
+            how = kl_path(guide_trace.nodes[name]["fn"], model_trace.nodes[name]["fn"])
+        else:
+            how = "monte-carlo"
+        paths.append(f"{name}={how}")
+    return ",".join(paths)
 
 
 @dataclass
@@ -441,7 +451,9 @@ def fit(
         labeled_probe = (x_l, labeled[1], 1.0)
     step.setup(probe, labeled_probe, owners={"model": model, "guide": guide})
 
-    history = FitHistory(config=config.to_dict(), kl_path=kl_paths(model, guide, probe))
+    history = FitHistory(
+        config=config.to_dict(), kl_path=kl_paths(model, guide, probe, config.objective)
+    )
     run = {
         "config": config.to_dict(),
         "spec": dict(run_info or {}),

@@ -8,7 +8,7 @@ Objectives are negative lower bounds on log p(x) in nats; each has ``loss`` (a f
 name              bound per data point                                          needs
 ================  ===========================================================  ==========
 Trace_ELBO        E_q[log p(x, z) - log q(z|x)]                                 —
-TraceMeanField_   same, with closed-form KL(q || p) where registered            mean-field,
+TraceMeanField\\_  same, with closed-form KL(q || p) where registered            mean-field,
 ELBO                                                                            reparam. q
 TraceEnum_ELBO    same, discrete sites marked for enumeration summed out        enumerable
 IWAE              E[log (1/K) sum_k p(x, z_k) / q(z_k|x)] (Burda et al. 2015)   reparam. q

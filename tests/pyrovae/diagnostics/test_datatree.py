@@ -49,15 +49,39 @@ def test_netcdf_round_trip(tree, tmp_path):
         open_datatree(bad)
 
 
-def test_plots_write_pngs(tree, tmp_path):
-    lr = log_ratios(tree)
-    paths = [
-        plots.plot_khat({"a": np.random.rand(5)}, tmp_path / "k.png", 0.7),
-        plots.plot_ess({"a": np.full(5, 100.0)}, tmp_path / "e.png", 300),
-        plots.plot_latent_marginals({"a": tree, "b": tree}, tmp_path / "m.png", points=[0, 1]),
-        plots.plot_elbo_curves({"a": [-3.0, -2.0]}, tmp_path / "c.png"),
-        plots.plot_image_rows({"x": torch.rand(3, 4)}, (2, 2), tmp_path / "i.png"),
-    ]
-    assert lr.shape[1] == 5
-    for path in paths:
-        assert path.exists() and path.read_bytes()[:4] == b"\x89PNG"
+def test_figures_are_labelled_and_leave_pyplot_alone(tree, tmp_path):
+    """Every figure has a title (or suptitle) and labelled axes, is returned rather than
+    shown, and creating and saving them leaves the user's pyplot figures open."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    users_figure = plt.figure()
+    rng = np.random.default_rng(0)
+    khats = {"diagonal": rng.random(20), "flow": rng.random(20) * 0.5}
+    ess = {"diagonal": rng.random(20) * 300, "flow": rng.random(20) * 300}
+    ranking = pd.DataFrame(
+        {"elpd_diff": [0.0, 12.5], "dse": [0.0, 4.0]}, index=["flow", "diagonal"]
+    )
+    figures = {
+        "khat": plots.plot_khat(khats, 0.7),
+        "ess": plots.plot_ess(ess, 300),
+        "khat_vs_ess": plots.plot_khat_vs_ess(khats, ess, 300, 0.7),
+        "elpd": plots.plot_elpd_differences(ranking),
+        "curves": plots.plot_elbo_curves({"diagonal": [-3.0, -2.0], "flow": [-2.9, -1.9]}),
+        "images": plots.plot_image_rows({"x": torch.rand(3, 4)}, (2, 2), "title"),
+    }
+    for name, fig in figures.items():
+        axes = fig.get_axes()
+        titled = fig._suptitle is not None or any(ax.get_title() for ax in axes)
+        assert titled, name
+        if name != "images":
+            assert all(ax.get_xlabel() for ax in axes), name
+        path = plots.save(fig, tmp_path / f"{name}.png")
+        assert path.read_bytes()[:4] == b"\x89PNG"
+    # the ELPD figure draws the paired standard error, and its axis starts at the best (0)
+    elpd_axis = figures["elpd"].get_axes()[0]
+    assert elpd_axis.get_xlim()[1] >= 0 >= elpd_axis.get_xlim()[0]
+    assert len(elpd_axis.containers) == 2  # one error bar per guide
+    assert plt.fignum_exists(users_figure.number)
+    assert log_ratios(tree).shape[1] == 5
+    plt.close(users_figure)
