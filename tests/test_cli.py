@@ -119,6 +119,18 @@ def test_library_errors_exit_nonzero_without_traceback(tmp_path):
     assert "outside the support" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["train", "compare", "registry"])
+def test_help_shows_defaults_in_plain_text(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    printed = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    assert "``" not in printed and ":class:" not in printed and ":mod:" not in printed
+    if command != "registry":
+        assert "(default: 50)" in printed  # --epochs
+        assert "(default: digits)" in printed
+        assert "(default: None)" not in printed
+
+
 def test_help_lists_what_exists(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import re
 import sys
 import traceback
 
@@ -85,16 +86,31 @@ def _names(registry, kind: str):
 def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True) -> None:
     """Flags that fill a RunSpec (data, model, guide) and a FitConfig (training)."""
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset", default="digits", **_choices(DATASETS, "dataset"))
-    data.add_argument("--data-dir", default=None, help="folder with IDX files")
+    data.add_argument(
+        "--dataset",
+        default="digits",
+        **_choices(DATASETS, "dataset"),
+        help="digits: sklearn's 8x8 digits (embedded); fashion-mnist: Debian's IDX files; "
+        "mnist/idx: IDX files in --data-dir; npz: arrays in --data-path",
+    )
+    data.add_argument(
+        "--data-dir", default=None, help="folder with the IDX files of --dataset mnist/idx"
+    )
     data.add_argument("--data-path", default=None, help=".npz file for --dataset npz")
     data.add_argument(
         "--num-validation",
         type=at_least(1),
         default=None,
-        help="training images held out for validation (default: 225 digits, 10000 IDX)",
+        help="training images held out for validation (when not given: 225 for digits, "
+        "10000 for IDX data sets)",
     )
-    data.add_argument("--binarize", default="dynamic", **_choices(BINARIZE_MODES, "binarize mode"))
+    data.add_argument(
+        "--binarize",
+        default="dynamic",
+        **_choices(BINARIZE_MODES, "binarize mode"),
+        help="dynamic: a fresh Bernoulli draw of every training batch (the published "
+        "protocol); static: one fixed draw; none: keep gray levels",
+    )
     pair = parser.add_argument_group("model and guide")
     pair.add_argument(
         "--model", default="vae", **_choices(MODELS, "model"), help="generative model"
@@ -106,8 +122,15 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
         help="labelled training images per class for semi-supervised models (m2)",
     )
     if single_pair:
-        pair.add_argument("--guide", default="diagonal", **_choices(FAMILIES, "guide family"))
-        pair.add_argument("--prior", default="standard", **_choices(PRIORS, "prior"))
+        pair.add_argument(
+            "--guide",
+            default="diagonal",
+            **_choices(FAMILIES, "guide family"),
+            help="guide family q(z|x)",
+        )
+        pair.add_argument(
+            "--prior", default="standard", **_choices(PRIORS, "prior"), help="prior p(z)"
+        )
     else:
         pair.add_argument(
             "--priors",
@@ -121,20 +144,58 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
             default=["diagonal", "full"],
             help="comma-separated guide families",
         )
-    pair.add_argument("--likelihood", default="bernoulli", **_choices(LIKELIHOODS, "likelihood"))
-    pair.add_argument("--latent-dim", type=at_least(1), default=10)
-    pair.add_argument("--hidden", type=parse_int_tuple, default=(256,), help="e.g. 300,300")
-    pair.add_argument("--activation", default="relu", **_choices(HIDDEN_LAYERS, "activation"))
+    pair.add_argument(
+        "--likelihood",
+        default="bernoulli",
+        **_choices(LIKELIHOODS, "likelihood"),
+        help="p(x|z) per pixel",
+    )
+    pair.add_argument("--latent-dim", type=at_least(1), default=10, help="d, the size of z")
+    pair.add_argument(
+        "--hidden",
+        type=parse_int_tuple,
+        default=(256,),
+        help="hidden layer widths of encoder and decoder, e.g. 300,300",
+    )
+    pair.add_argument(
+        "--activation",
+        default="relu",
+        **_choices(HIDDEN_LAYERS, "activation"),
+        help="hidden layers (gated: the gated dense layers of Tomczak & Welling)",
+    )
     fit = parser.add_argument_group("training")
-    fit.add_argument("--objective", default="Trace_ELBO", **_choices(OBJECTIVES, "objective"))
-    fit.add_argument("--epochs", type=at_least(1), default=50)
-    fit.add_argument("--batch-size", type=at_least(1), default=100)
-    fit.add_argument("--lr", type=positive_float, default=1e-3)
-    fit.add_argument("--warmup-epochs", type=at_least(0), default=0, help="KL warm-up length")
-    fit.add_argument("--patience", type=at_least(1), default=None, help="early stopping")
-    fit.add_argument("--num-particles", type=at_least(1), default=1)
-    fit.add_argument("--seed", type=at_least(0), default=0)
-    fit.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    fit.add_argument(
+        "--objective",
+        default="Trace_ELBO",
+        **_choices(OBJECTIVES, "objective"),
+        help="training objective (IWAE uses --num-particles as K)",
+    )
+    fit.add_argument("--epochs", type=at_least(1), default=50, help="passes over the training set")
+    fit.add_argument("--batch-size", type=at_least(1), default=100, help="minibatch size")
+    fit.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate")
+    fit.add_argument(
+        "--warmup-epochs",
+        type=at_least(0),
+        default=0,
+        help="epochs over which the KL weight rises linearly to 1",
+    )
+    fit.add_argument(
+        "--patience",
+        type=at_least(1),
+        default=None,
+        help="stop after this many epochs without a better validation ELBO and keep the best "
+        "epoch's parameters (off when not given)",
+    )
+    fit.add_argument(
+        "--num-particles", type=at_least(1), default=1, help="samples of z per data point"
+    )
+    fit.add_argument(
+        "--seed",
+        type=at_least(0),
+        default=0,
+        help="seeds networks, batches and binarization: the same seed gives the same result",
+    )
+    fit.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     fit.add_argument(
         "--on-nan",
         default="raise",
@@ -142,8 +203,23 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
         help="when an epoch goes non-finite or diverges: stop with an error, or restore "
         "the epoch's start, halve the learning rate and run it again",
     )
-    fit.add_argument("--no-progress", action="store_true")
+    fit.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_option_flags(parser)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Shows each flag's default (unless it has none) and keeps descriptions' line breaks."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def plain(text: str | None) -> str:
+    """A docstring as plain text for --help: reST roles and double backticks removed."""
+    text = re.sub(r":\w+:`~?([^`]+)`", lambda m: m.group(1).split(".")[-1], text or "")
+    return text.replace("``", "")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,19 +238,22 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pyrovae",
         description=__doc__.splitlines()[0],
         epilog=epilog,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = parser.add_subparsers(dest="command", required=True)
     train_parser = sub.add_parser(
-        "train", help="train one model/guide pair", description=train_command.__doc__
+        "train",
+        help="train one model/guide pair",
+        description=plain(train_command.__doc__),
+        formatter_class=HelpFormatter,
     )
     add_spec_arguments(train_parser)
     train_parser.add_argument("--out", default="runs/train", help="output folder")
     train_parser.add_argument("--resume", default=None, help="checkpoint to continue from")
     train_parser.add_argument(
         "--override",
-        default=[],
+        default=None,
         type=lambda text: [n for n in text.split(",") if n],
         help="settings a resumed run changes on purpose, comma-separated FitConfig or spec "
         "names (e.g. learning_rate); other differences from the checkpoint are refused",
@@ -182,7 +261,10 @@ def build_parser() -> argparse.ArgumentParser:
     train_parser.set_defaults(run=train_command.run)
 
     compare_parser = sub.add_parser(
-        "compare", help="train and evaluate several guides", description=compare_command.__doc__
+        "compare",
+        help="train and evaluate several guides",
+        description=plain(compare_command.__doc__),
+        formatter_class=HelpFormatter,
     )
     add_spec_arguments(compare_parser, single_pair=False)
     compare_parser.add_argument(
@@ -208,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry_parser = sub.add_parser(
         "registry",
         help="print the priors, guide families and their compatibility as markdown",
-        description=tables.__doc__,
+        description=plain(tables.__doc__),
+        formatter_class=HelpFormatter,
     )
     registry_parser.set_defaults(run=tables.run)
     return parser

@@ -81,7 +81,7 @@ def add_option_flags(parser: argparse.ArgumentParser) -> None:
                     type=PARSERS[option.kind],
                     default=None,
                     metavar=option.kind.__name__.upper(),
-                    help=f"(default: {default})",
+                    help=f"{kind} {name!r}: {option.name} (when not given: {default})",
                 )
 
 

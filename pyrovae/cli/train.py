@@ -127,7 +127,7 @@ def train_one(
 def run(args: argparse.Namespace) -> None:
     out = Path(args.out)
     row = train_one(
-        spec_from_args(args), config_from_args(args), out, args.resume, tuple(args.override)
+        spec_from_args(args), config_from_args(args), out, args.resume, tuple(args.override or ())
     )
     print(
         f"ELBO in nats per data point ({args.dataset}, {args.objective}, "

@@ -2,6 +2,7 @@
 against scipy. A family added to FAMILIES is covered here without new test code."""
 
 import numpy as np
+import pyro.distributions as dist
 import pytest
 import scipy.stats
 import torch
@@ -172,3 +173,25 @@ def test_flow_log_prob_is_the_change_of_variables_by_inversion():
     cached = q.log_prob(z)
     fresh = head(features).log_prob(z.clone())
     torch.testing.assert_close(cached, fresh, rtol=1e-4, atol=1e-4)
+
+
+def test_a_plain_function_head_with_hidden_layers_is_refused():
+    """Observed before: a function closing over an nn.Linear was accepted as the head and
+    the layer was never trained."""
+    from guides import AmortizedGuide, MLPEncoder
+    from pyrovae.errors import PyrovaeError
+
+    encoder = MLPEncoder(64, (16,))
+    layer = torch.nn.Linear(16, 4)
+
+    def head(features):
+        loc, raw = layer(features).chunk(2, -1)
+        return dist.Normal(loc, torch.nn.functional.softplus(raw)).to_event(1)
+
+    with pytest.raises(PyrovaeError, match="plain function holding trainable Linear"):
+        AmortizedGuide(encoder, head)
+
+    def fixed_head(features):  # no trainable state: fine
+        return dist.Normal(features[..., :2], 1.0).to_event(1)
+
+    AmortizedGuide(encoder, fixed_head)
