@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: run test lint bench fashion-mnist clean
+.PHONY: run test lint docs bench fashion-mnist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,13 @@ test: $(VENV)/.installed fashion-mnist
 	$(BIN)/ruff check .
 	MPLBACKEND=Agg $(BIN)/python -m pytest -q
 
+# The documentation (docs/: MyST Markdown + the API reference from docstrings), warnings
+# as errors; open docs/_build/html/index.html.
+docs: $(VENV)/.installed
+	MPLBACKEND=Agg $(BIN)/python -m sphinx -W -q -b html docs docs/_build/html
+
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/svi_step.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/_build

@@ -92,18 +92,23 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--guide", default="diagonal")
-    parser.add_argument("--latent-dim", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-samples", type=int, default=1000)
-    parser.add_argument("--eval-points", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="runs/aggregated_posterior")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", default="digits", help="digits (embedded) or fashion-mnist")
+    parser.add_argument("--guide", default="diagonal", help="guide family q(z|x)")
+    parser.add_argument("--latent-dim", type=int, default=10, help="d, the size of z")
+    parser.add_argument("--epochs", type=int, default=100, help="training epochs per run")
+    parser.add_argument("--hidden", type=int, default=256, help="width of the hidden layers")
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    parser.add_argument(
+        "--num-samples", type=int, default=1000, help="importance samples per image for log p(x)"
+    )
+    parser.add_argument("--eval-points", type=int, default=2000, help="test images evaluated")
+    parser.add_argument("--seed", type=int, default=0, help="seeds networks and data draws")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument("--out", default="runs/aggregated_posterior", help="output folder")
     return parser.parse_args(argv)
 
 

@@ -88,20 +88,28 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--guide", default="diagonal")
-    parser.add_argument(
-        "--latent-dims", type=lambda s: [int(v) for v in s.split(",")], default=[2, 5, 10, 20]
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--num-samples", type=int, default=20)
-    parser.add_argument("--eval-points", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="runs/elbo_surgery")
+    parser.add_argument("--dataset", default="digits", help="digits (embedded) or fashion-mnist")
+    parser.add_argument("--guide", default="diagonal", help="guide family q(z|x)")
+    parser.add_argument(
+        "--latent-dims",
+        type=lambda s: [int(v) for v in s.split(",")],
+        default=[2, 5, 10, 20],
+        help="comma-separated latent sizes, one run each",
+    )
+    parser.add_argument("--epochs", type=int, default=60, help="training epochs per run")
+    parser.add_argument("--hidden", type=int, default=256, help="width of the hidden layers")
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    parser.add_argument(
+        "--num-samples", type=int, default=20, help="draws of z per image for the KL decomposition"
+    )
+    parser.add_argument("--eval-points", type=int, default=1000, help="test images evaluated")
+    parser.add_argument("--seed", type=int, default=0, help="seeds networks and data draws")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument("--out", default="runs/elbo_surgery", help="output folder")
     return parser.parse_args(argv)
 
 

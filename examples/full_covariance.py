@@ -100,17 +100,25 @@ def main(args: argparse.Namespace) -> list[dict]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="digits")
-    parser.add_argument("--families", type=lambda s: s.split(","), default=EUCLIDEAN_FAMILIES)
-    parser.add_argument("--objective", default="TraceMeanField_ELBO")
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--latent-dim", type=int, default=8)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default="runs/full_covariance")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--dataset", default="digits", help="digits (embedded) or fashion-mnist")
+    parser.add_argument(
+        "--families",
+        type=lambda s: s.split(","),
+        default=EUCLIDEAN_FAMILIES,
+        help="comma-separated guide families",
+    )
+    parser.add_argument("--objective", default="TraceMeanField_ELBO", help="training objective")
+    parser.add_argument("--epochs", type=int, default=40, help="training epochs per run")
+    parser.add_argument("--latent-dim", type=int, default=8, help="d, the size of z")
+    parser.add_argument("--hidden", type=int, default=256, help="width of the hidden layers")
+    parser.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate")
+    parser.add_argument("--seed", type=int, default=0, help="seeds networks and data draws")
+    parser.add_argument("--device", default="cpu", help="torch device: cpu or cuda")
+    parser.add_argument("--out", default="runs/full_covariance", help="output folder")
     return parser.parse_args(argv)
 
 

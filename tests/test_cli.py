@@ -399,7 +399,7 @@ def test_compare_works_with_one_guide(tmp_path):
 @pytest.mark.parametrize(
     "flag, value, message",
     [
-        ("--diag-samples", "1", "must be >= 20"),
+        ("--diag-samples", "1", "must be >= 25"),
         ("--num-samples", "0", "must be >= 1"),
         ("--eval-points", "x", "expected an integer"),
     ],

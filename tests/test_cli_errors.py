@@ -85,7 +85,7 @@ CASES = [
         "num_flows >= 1",
     ),
     ("num-samples 0", ["compare", "--num-samples", "0"], nothing, 2, "must be >= 1"),
-    ("diag-samples 1", ["compare", "--diag-samples", "1"], nothing, 2, "must be >= 20"),
+    ("diag-samples 1", ["compare", "--diag-samples", "1"], nothing, 2, "must be >= 25"),
     (
         "num-validation too big",
         ["train", *FAST, "--num-validation", "5000"],

@@ -25,6 +25,10 @@ CHEAP_RUNS = {
         *("--epochs", "1", "--hidden", "16", "--classifier-steps", "5"),
         *("--num-samples", "10", "--test-points", "30"),
     ],
+    "custom_model.py": [
+        *("--epochs", "1", "--hidden", "16", "--latent-dim", "2", "--num-samples", "20"),
+        *("--diag-samples", "30", "--eval-points", "20"),
+    ],
     "latent_geometry.py": [
         *("--epochs", "1", "--hidden", "16", "--latent-dim", "3"),
         *("--num-samples", "20", "--pseudo-inputs", "5", "--warmup-epochs", "0"),
@@ -48,3 +52,21 @@ def test_example_runs(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert any(tmp_path.iterdir()), "the example wrote no output"
+
+
+@pytest.mark.parametrize("script", sorted(CHEAP_RUNS))
+def test_every_example_option_has_help_and_the_common_flags_exist(script):
+    """Read from the source (no process): each add_argument call passes help=, and every
+    example takes --seed, --device, --epochs and --dataset."""
+    import ast
+
+    tree = ast.parse((EXAMPLES_DIR / script).read_text())
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument"
+    ]
+    flags = {c.args[0].value for c in calls if c.args and isinstance(c.args[0], ast.Constant)}
+    assert {"--seed", "--device", "--epochs", "--dataset", "--out"} <= flags
+    missing = [c.args[0].value for c in calls if not any(k.arg == "help" for k in c.keywords)]
+    assert not missing, f"{script}: options without help: {missing}"

@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare_parser.add_argument(
         "--diag-samples",
-        type=at_least(20),
+        type=at_least(25),
         default=1000,
         help="guide draws per image for the DataTree and PSIS",
     )

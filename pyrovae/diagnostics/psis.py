@@ -18,6 +18,7 @@ from arviz_stats.base import array_stats
 
 from pyrovae.errors import PyrovaeError
 
+MIN_PSIS_SAMPLES = 25  # the tail, min(S/5, 3 sqrt(S)) draws, must hold at least 5
 CONSTANT_SPREAD = 1e-4  # nats: ratios this flat mean q is the posterior to within 0.01 %
 
 
@@ -34,6 +35,11 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(log_ratios).all():
         raise PyrovaeError("log ratios contain NaN or Inf; check the model and guide densities")
     num_samples, num_points = log_ratios.shape
+    if num_samples < MIN_PSIS_SAMPLES:
+        raise PyrovaeError(
+            f"PSIS needs at least {MIN_PSIS_SAMPLES} draws per data point (its Pareto tail "
+            f"is the largest min(S/5, 3 sqrt S) of them, at least 5); got S = {num_samples}"
+        )
     khat = np.zeros(num_points)
     smoothed = np.full(log_ratios.shape, -math.log(num_samples))
     varies = np.ptp(log_ratios, axis=0) > CONSTANT_SPREAD

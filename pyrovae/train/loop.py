@@ -359,7 +359,7 @@ def _resume(ckpt: Checkpoint, model, guide, step, stopping, divergence, path) ->
             p.copy_(saved)
     step.optimizer.load_state_dict(ckpt.optimizer)
     stopping.load_state_dict(ckpt.monitors["early_stopping"])
-    divergence.best = ckpt.monitors["divergence_best"]
+    divergence.load_state_dict(ckpt.monitors["divergence"])
     set_rng_state(ckpt.rng)
     logger.info("resumed from %s at epoch %d", path, ckpt.epoch)
     return FitHistory.from_dict(ckpt.history)
@@ -555,7 +555,7 @@ def fit(
                     history=history.to_dict(),
                     monitors={
                         "early_stopping": stopping.state_dict(),
-                        "divergence_best": divergence.best,
+                        "divergence": divergence.state_dict(),
                     },
                     run=run,
                 ).save(checkpoint)
@@ -591,7 +591,8 @@ def _train_epoch(step, splits, config, beta, n_train, self_scaled, labeled, dive
             raise _EpochFailed(
                 f"training diverged at step {index}: the loss is {loss / n_train:.4g} nats per "
                 f"point, above {divergence.limit():.4g} (the best so far, {divergence.best:.4g}, "
-                f"plus divergence_factor={divergence.factor} times its size)"
+                f"plus divergence_factor={divergence.factor} times the loss's scale "
+                f"{divergence.scale():.4g})"
             )
         if math.isfinite(loss):
             total += loss * x.shape[0] / n_train

@@ -77,3 +77,12 @@ def test_ess_matches_its_closed_form_and_the_summary_counts_bad_points():
 def _seed():
     pyro.set_rng_seed(0)
     torch.manual_seed(0)
+
+
+def test_too_few_draws_for_psis_is_refused_with_the_minimum():
+    """Observed: 20 draws reached arviz-stats' own 'n_draws_tail must be at least 5'."""
+    from pyrovae.errors import PyrovaeError
+
+    with pytest.raises(PyrovaeError, match="at least 25 draws per data point.*S = 20"):
+        psis_khat(normal_log_ratios(2.0, 20)[:, None])
+    assert psis_khat(normal_log_ratios(2.0, 25)[:, None]).shape == (1,)

@@ -88,10 +88,19 @@ def test_the_divergence_test_fires_on_a_finite_blow_up():
     monitor = DivergenceMonitor(factor=10.0)
     losses = [60.0, 45.0, 40.0, 42.0, 38.0]  # ordinary training, minibatch noise included
     assert not any(monitor.diverged(v) for v in losses)
-    assert monitor.best == 38.0
+    assert monitor.best == 38.0 and monitor.scale() == 38.0
     assert not monitor.diverged(400.0)  # 38 + 10 * 38 = 418: still tolerated
     assert monitor.diverged(3.8e29)
     assert not DivergenceMonitor(factor=None).diverged(3.8e29)
+
+
+def test_a_density_loss_near_zero_is_not_mistaken_for_divergence():
+    """Measured on a Gaussian VAE of digits gray levels: the best loss reached 1.3 nats
+    per point while minibatches still scored up to 14.9; the size-only rule stopped it."""
+    monitor = DivergenceMonitor(factor=10.0)
+    assert not any(monitor.diverged(v) for v in [120.0, 60.0, 20.0, 5.0, 1.3, 14.9, -2.0])
+    assert monitor.scale() == 122.0  # the progress made, 120 - (-2)
+    assert monitor.diverged(1e6)
 
 
 def test_rollback_halves_the_learning_rate_and_finishes(digits, tmp_path):
