@@ -27,7 +27,7 @@ import torch
 from guides import build_guide
 from models import build_vae
 from pyrovae import evaluate, fit, load_dataset
-from pyrovae.diagnostics.plots import plot_image_rows
+from pyrovae.diagnostics.plots import plot_image_rows, save
 from pyrovae.report import format_table
 
 
@@ -81,12 +81,10 @@ def main(args: argparse.Namespace) -> list[dict]:
     (out / "aggregated_posterior.json").write_text(
         json.dumps({"rows": rows, "marginal_kl": marginal_kl}, indent=2)
     )
-    plot_image_rows(
-        samples,
-        data.image_shape,
-        out / "prior_vs_aggregate.png",
-        "E[x|z] for z ~ p(z) (top) and z ~ q_agg(z) (bottom)",
+    figure = plot_image_rows(
+        samples, data.image_shape, "E[x|z] for z ~ p(z) (top) and z ~ q_agg(z) (bottom)"
     )
+    save(figure, out / "prior_vs_aggregate.png")
     print(f"table and figure in {out}/")
     return rows
 

@@ -10,6 +10,9 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["--rounds", "1", "--steps", "1", "--warmup", "1"]
 CHEAP_RUNS = {
     "svi_step.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
+    "fit_epoch.py": [
+        *("--rounds", "1", "--epochs", "2", "--train-size", "200", "--validation-size", "100"),
+    ],
     "guide_families.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
     "vmf_sampler.py": [*TINY, "--dims", "3", "--batch-size", "8", "--kl-batch", "8"],
 }

@@ -1,0 +1,178 @@
+"""A whole ``fit`` epoch vs a hand-written PyTorch epoch doing the same work.
+
+Both run the Fashion-MNIST protocol network (gated dense 784-300-300 encoder and decoder,
+z = 40, diagonal Gaussian guide, Bernoulli likelihood, analytic KL) on the same data:
+shuffle, a fresh Bernoulli draw of every training batch (dynamic binarization), the
+N/B-scaled negative ELBO, backward, Adam, then the validation ELBO. pyrovae runs
+``fit(..., objective="TraceMeanField_ELBO", epochs=E)``; the reference is the loop a
+PyTorch user would write, reading the loss once per epoch. Rounds are interleaved in one
+process; the script prints the median seconds per epoch of each and their ratio
+(pyrovae / reference; 1.0 = no overhead), with the per-fit setup cost (input checks,
+probes) reported apart.
+
+Without Debian's dataset-fashion-mnist it uses random gray images of the same shape.
+
+    python benchmarks/fit_epoch.py [--batch-size 1024] [--device cuda] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+
+import pyro
+import torch
+from torch.nn.functional import binary_cross_entropy_with_logits
+
+from guides import build_guide
+from guides.families import positive
+from models import build_vae
+from pyrovae import fit
+from pyrovae.data import FASHION_MNIST_DIR, load_dataset, make_splits
+
+
+def load_splits(train_size: int, validation_size: int):
+    if (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        data = load_dataset("fashion-mnist")
+        train, validation, source = data.train, data.validation, "Fashion-MNIST"
+    else:
+        generator = torch.Generator().manual_seed(0)
+        train = torch.rand(50_000, 784, generator=generator)
+        validation = torch.rand(10_000, 784, generator=generator)
+        source = "random"
+    splits = make_splits("bench", train[:train_size], validation[:validation_size], None)
+    return splits, source
+
+
+class ReferenceEpoch:
+    """The same epoch written by hand with the same networks and the same optimizer."""
+
+    def __init__(self, encoder, head, decoder, lr, min_scale, latent_dim):
+        self.encoder, self.head, self.decoder = encoder, head, decoder
+        self.min_scale, self.latent_dim = min_scale, latent_dim
+        params = [*encoder.parameters(), *head.parameters(), *decoder.parameters()]
+        self.optimizer = torch.optim.Adam(params, lr=lr)
+
+    def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
+        loc, raw_scale = self.head(self.encoder(x)).split(self.latent_dim, dim=-1)
+        scale = positive(raw_scale, self.min_scale)
+        z = loc + scale * torch.randn_like(loc)
+        log_lik = -binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").sum(-1)
+        kl = 0.5 * (scale.pow(2) + loc.pow(2) - 1).sum(-1) - scale.log().sum(-1)
+        return -(log_lik - kl).sum()
+
+    def __call__(self, splits, batch_size: int) -> float:
+        train = splits.train
+        n = train.shape[0]
+        order = torch.randperm(n).to(train.device)
+        total = train.new_zeros(())
+        for start in range(0, n, batch_size):
+            x = torch.bernoulli(train[order[start : start + batch_size]])
+            loss = self.negative_elbo(x) * (n / x.shape[0])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach() * x.shape[0] / n
+        with torch.no_grad():
+            validation = sum(
+                self.negative_elbo(splits.validation[s : s + 1000])
+                for s in range(0, splits.validation.shape[0], 1000)
+            )
+        return (-total / n).item() - validation.item()  # one host sync per epoch
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(function, device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    function()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def main(args: argparse.Namespace) -> float:
+    torch.set_num_threads(args.threads)
+    pyro.set_rng_seed(args.seed)
+    splits, source = load_splits(args.train_size, args.validation_size)
+    splits = splits.to(args.device)
+    hidden = (300, 300)
+    model = build_vae(784, args.latent_dim, hidden, activation="gated").to(args.device)
+    guide = build_guide(784, args.latent_dim, "diagonal", hidden, "gated").to(args.device)
+    reference = ReferenceEpoch(
+        copy.deepcopy(guide.encoder),
+        copy.deepcopy(guide.head.linear),
+        copy.deepcopy(model.decoder),
+        args.lr,
+        guide.head.min_scale,
+        args.latent_dim,
+    )
+    config = dict(
+        objective="TraceMeanField_ELBO",
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        device=args.device,
+        progress=False,
+    )
+
+    def run_fit(epochs: int):
+        return lambda: fit(model, guide, splits, epochs=epochs, **config)
+
+    def run_reference(epochs: int):
+        return lambda: [reference(splits, args.batch_size) for _ in range(epochs)]
+
+    timed(run_fit(1), args.device)  # warm-up: allocator, lazy init
+    timed(run_reference(1), args.device)
+    per_epoch = {"pyrovae": [], "reference": [], "setup": []}
+    for _ in range(args.rounds):
+        one = timed(run_fit(1), args.device)
+        several = timed(run_fit(args.epochs), args.device)
+        # fit's per-epoch cost, setup excluded: the slope between 1 and E epochs
+        per_epoch["pyrovae"].append((several - one) / (args.epochs - 1))
+        per_epoch["setup"].append(one - per_epoch["pyrovae"][-1])
+        per_epoch["reference"].append(timed(run_reference(args.epochs), args.device) / args.epochs)
+    ours = statistics.median(per_epoch["pyrovae"])
+    ref = statistics.median(per_epoch["reference"])
+    setup = statistics.median(per_epoch["setup"])
+    ratio = ours / ref
+    print(
+        f"fit epoch: gated 784-300-300, z = {args.latent_dim}, batch {args.batch_size}, "
+        f"{splits.train.shape[0]} training + {splits.validation.shape[0]} validation "
+        f"{source} images, device {args.device}, torch threads {torch.get_num_threads()}, "
+        f"{args.rounds} interleaved rounds"
+    )
+    print(f"  pyrovae fit, per epoch:            {ours:.3f} s")
+    print(f"  hand-written PyTorch, per epoch:   {ref:.3f} s")
+    print(f"  fit setup per call (checks):       {setup:.3f} s")
+    print(f"  ratio pyrovae / reference:         {ratio:.3f}")
+    return ratio
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument("--device", default="cpu", help="torch device")
+    parser.add_argument("--batch-size", type=int, default=100, help="minibatch size")
+    parser.add_argument("--latent-dim", type=int, default=40, help="d")
+    parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
+    parser.add_argument("--train-size", type=int, default=10_000, help="training images")
+    parser.add_argument("--validation-size", type=int, default=2_000, help="validation images")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit call (>= 2)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed")
+    args = parser.parse_args(argv)
+    if args.epochs < 2:
+        sys.exit("--epochs must be >= 2: the per-epoch cost is the slope between 1 and E")
+    return args
+
+
+if __name__ == "__main__":
+    main(parse_args())
