@@ -60,6 +60,9 @@ def register_family(name: str):
     return decorator
 
 
+INITIAL_FACTOR_SHRINK = 0.1  # low-rank factors start 10x smaller than a default layer's
+
+
 def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
     """``bound * tanh(x / bound)``: identity near 0, smooth, never leaves (-bound, bound)."""
     return bound * torch.tanh(x / bound)
@@ -117,9 +120,13 @@ class DiagonalNormalHead(GuideHead):
 class FullCovarianceHead(GuideHead):
     """q(z | x) = N(mu(x), L(x) L(x)^T) as ``MultivariateNormal(loc, scale_tril=L)``.
 
-    L is lower-triangular with ``L_ii = softplus(.) + min_scale > 0`` and off-diagonal
-    entries soft-clamped to ``(-offdiag_bound, offdiag_bound)``, so it is a valid Cholesky
-    factor for any encoder output. d(d+3)/2 outputs per data point.
+    L = U diag(s): U unit lower-triangular with off-diagonal entries soft-clamped to
+    ``(-offdiag_bound, offdiag_bound)``, and ``s = softplus(.) + min_scale > 0``; so
+    L_ij = U_ij s_j is a valid Cholesky factor for any encoder output. The off-diagonal
+    outputs are scale-free (a raw L_ij of the size of a small posterior scale makes a
+    nearly degenerate q; U_ij does not), and their layer starts at zero, so the head
+    starts as the diagonal family it contains (the fix Pyro's maintainers found for a raw
+    ``scale_tril`` head, pyro-ppl issue #2924). d(d+3)/2 outputs per data point.
     """
 
     def __init__(
@@ -136,13 +143,17 @@ class FullCovarianceHead(GuideHead):
         self.register_buffer("_rows", rows, persistent=False)
         self.register_buffer("_cols", cols, persistent=False)
         self._build(d * (d + 3) // 2)
+        with torch.no_grad():  # start diagonal: U = I
+            self.linear.weight[2 * d :].zero_()
+            self.linear.bias[2 * d :].zero_()
 
     def make_dist(self, raw, features):
         d = self.latent_dim
         loc, raw_diag, raw_off = raw.split([d, d, d * (d - 1) // 2], dim=-1)
-        scale_tril = torch.diag_embed(positive(raw_diag, self.min_scale))
-        scale_tril[..., self._rows, self._cols] = soft_clamp(raw_off, self.offdiag_bound)
-        return dist.MultivariateNormal(loc, scale_tril=scale_tril)
+        scale = positive(raw_diag, self.min_scale)
+        unit = torch.diag_embed(torch.ones_like(scale))
+        unit[..., self._rows, self._cols] = soft_clamp(raw_off, self.offdiag_bound)
+        return dist.MultivariateNormal(loc, scale_tril=unit * scale.unsqueeze(-2))
 
 
 @register_family("lowrank")
@@ -169,6 +180,9 @@ class LowRankHead(GuideHead):
         self.rank = rank
         self.factor_bound = factor_bound
         self._build(latent_dim * (rank + 2))
+        with torch.no_grad():  # start near the diagonal family (W = 0 is a saddle: not 0)
+            self.linear.weight[2 * latent_dim :].mul_(INITIAL_FACTOR_SHRINK)
+            self.linear.bias[2 * latent_dim :].mul_(INITIAL_FACTOR_SHRINK)
 
     def make_dist(self, raw, features):
         d, r = self.latent_dim, self.rank

@@ -10,6 +10,8 @@ BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["--rounds", "1", "--steps", "1", "--warmup", "1"]
 CHEAP_RUNS = {
     "svi_step.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
+    "import_cost.py": ["--rounds", "1"],
+    "iwae_eval.py": ["--num-samples", "30", "--images", "10", "--rounds", "1"],
     "fit_epoch.py": [
         *("--rounds", "1", "--epochs", "2", "--train-size", "200", "--validation-size", "100"),
     ],

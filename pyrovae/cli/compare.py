@@ -164,6 +164,8 @@ def run(args: argparse.Namespace) -> None:
         {
             "rows": rows,
             "ranking": ranking.reset_index(names="run").to_dict("records"),
+            # per test image, for paired comparisons of any two runs
+            "test_log_px": {n: r.log_px.cpu().tolist() for n, r in results.items()},
             "skipped": skipped,
             "settings": vars_for_json(args),
         },

@@ -83,8 +83,16 @@ def log_likelihood(
                 chunks.append(torch.logsumexp(log_w.flatten(0, 1), 0))  # (b,)
             out.append(torch.logsumexp(torch.stack(chunks), 0) - math.log(num_samples))
         return torch.cat(out)
-    w = log_weights(model, guide, x, num_samples, batch_size, sample_chunk)
-    return torch.logsumexp(w, 0) - math.log(num_samples)
+    out = []
+    for row in range(0, x.shape[0], batch_size):
+        rows = x[row : row + batch_size]
+        running = None  # logsumexp over the draws so far, (b,): memory is one chunk
+        for begin in range(0, num_samples, sample_chunk):
+            size = min(sample_chunk, num_samples - begin)
+            chunk = torch.logsumexp(site_log_probs(model, guide, rows, size).log_weights, 0)
+            running = chunk if running is None else torch.logaddexp(running, chunk)
+        out.append(running - math.log(num_samples))
+    return torch.cat(out)
 
 
 @dataclass
