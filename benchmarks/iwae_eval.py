@@ -27,12 +27,14 @@ from guides import build_guide
 from guides.families import positive
 from models import build_vae
 from pyrovae import evaluate
-from pyrovae.data import FASHION_MNIST_DIR, load_dataset
+from pyrovae.data import FASHION_MNIST_DIR, read_idx
 
 
 def test_images(count: int) -> tuple[torch.Tensor, str]:
-    if (FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").exists():
-        return load_dataset("fashion-mnist").test[:count], "Fashion-MNIST"
+    path = FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz"
+    if path.exists():  # only the test file: loading all splits would set the peak RSS
+        images = torch.from_numpy(read_idx(path)[:count].reshape(count, -1) / 255.0).float()
+        return torch.bernoulli(images, generator=torch.Generator().manual_seed(0)), "Fashion-MNIST"
     generator = torch.Generator().manual_seed(0)
     return torch.bernoulli(torch.full((count, 784), 0.3), generator=generator), "random"
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyrovae.distributions.bernoulli import BernoulliLogits
 from pyrovae.errors import unknown_name
 
 
@@ -26,7 +27,7 @@ class BernoulliLikelihood(nn.Module):
         self.data_dim = data_dim
 
     def forward(self, logits: torch.Tensor) -> dist.Distribution:
-        return dist.Bernoulli(logits=logits).to_event(1)
+        return BernoulliLogits(logits=logits).to_event(1)
 
     def mean(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits)
