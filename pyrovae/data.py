@@ -81,21 +81,37 @@ class DataSplits:
         under ``"dynamic"`` binarization, unchanged otherwise."""
         return torch.bernoulli(x) if self.binarize == "dynamic" else x
 
-    def batches(self, split: str, batch_size: int, shuffle: bool = False) -> Iterator[torch.Tensor]:
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        shuffle: bool = False,
+        generator: torch.Generator | None = None,
+        shard: tuple[int, int] | None = None,
+    ) -> Iterator[torch.Tensor]:
         """Minibatches of ``split`` as presented to a model.
 
         Training batches under ``"dynamic"`` binarization are a fresh Bernoulli draw each
         time (from torch's global RNG on the data's device, so seeding and checkpointed RNG
-        state make them reproducible).
+        state make them reproducible). The shuffle uses ``generator`` when given (CPU),
+        else the global RNG. With ``shard = (rank, world_size)`` each global batch of
+        ``batch_size`` rows is split across processes: this process gets rows
+        ``rank, rank + world_size, ...`` of it (data-parallel training).
         """
         data = self.split(split)
         n = data.shape[0]
-        order = torch.randperm(n).to(data.device) if shuffle else None
+        order = None
+        if shuffle:
+            order = torch.randperm(n, generator=generator).to(data.device)
         for start in range(0, n, batch_size):
-            if order is None:
-                batch = data[start : start + batch_size]
+            rows = slice(start, start + batch_size)
+            if order is None and shard is None:
+                batch = data[rows]
             else:
-                batch = data[order[start : start + batch_size]]
+                index = order[rows] if order is not None else torch.arange(n)[rows]
+                if shard is not None:
+                    index = index[shard[0] :: shard[1]]
+                batch = data[index.to(data.device)]
             if split == "train" and self.binarize == "dynamic":
                 batch = torch.bernoulli(batch)
             yield batch

@@ -26,10 +26,21 @@ def support_name(constraint) -> str:
     """``"real_vector"``, ``"sphere"``, ``"simplex"``, or the constraint's repr."""
     if isinstance(constraint, str):
         return constraint
+    constraint = flatten_independent(constraint)
     for name, known in SUPPORTS.items():
         if constraint is known or repr(constraint) == repr(known):
             return name
     return repr(constraint)
+
+
+def flatten_independent(constraint):
+    """Nested ``independent`` wrappers as one: ``Delta(loc).to_event(1)`` has support
+    independent(independent(real, 0), 1), which is ``real_vector``."""
+    dims = 0
+    while isinstance(constraint, constraints.independent):
+        dims += constraint.reinterpreted_batch_ndims
+        constraint = constraint.base_constraint
+    return constraints.independent(constraint, dims) if dims else constraint
 
 
 def record(kind: str, name: str, support) -> None:

@@ -6,11 +6,18 @@ from pathlib import Path
 
 import pytest
 
+from pyrovae.data import FASHION_MNIST_DIR
+
+FASHION_AVAILABLE = (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists()
 BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = ["--rounds", "1", "--steps", "1", "--warmup", "1"]
 CHEAP_RUNS = {
     "svi_step.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
     "import_cost.py": ["--rounds", "1"],
+    "fashion_mnist.py": [
+        *("--pairs", "standard+diagonal", "--epoch-budget", "1", "--evaluate"),
+        *("--train-size", "300", "--test-points", "10", "--num-samples", "30", "--out", "fm"),
+    ],
     "iwae_eval.py": ["--num-samples", "30", "--images", "10", "--rounds", "1"],
     "fit_epoch.py": [
         *("--rounds", "1", "--epochs", "2", "--train-size", "200", "--validation-size", "100"),
@@ -27,6 +34,8 @@ def test_every_benchmark_is_listed():
 
 @pytest.mark.parametrize("script", sorted(CHEAP_RUNS))
 def test_benchmark_runs_and_prints_a_ratio(script, tmp_path):
+    if script == "fashion_mnist.py" and not FASHION_AVAILABLE:
+        pytest.skip("needs Debian's dataset-fashion-mnist (make test installs it)")
     result = subprocess.run(
         [sys.executable, str(BENCH_DIR / script), *CHEAP_RUNS[script]],
         capture_output=True,

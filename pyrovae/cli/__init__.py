@@ -204,6 +204,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
         "the epoch's start, halve the learning rate and run it again",
     )
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fit.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel training under torchrun: torchrun --nproc-per-node N -m "
+        "pyrovae.cli train --distributed ... (each global batch split across processes)",
+    )
     add_option_flags(parser)
 
 

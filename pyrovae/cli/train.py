@@ -10,6 +10,7 @@ import argparse
 from pathlib import Path
 
 import pyro
+import torch
 
 from pyrovae.data import labeled_subset
 from pyrovae.evaluate import (
@@ -67,6 +68,7 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         device=args.device,
         progress=not args.no_progress,
         on_nan=args.on_nan,
+        distributed=getattr(args, "distributed", False),
     )
 
 
@@ -99,6 +101,8 @@ def train_one(
         run_info=spec.to_dict(),
         override=override,
     )
+    if config.distributed and torch.distributed.get_rank() != 0:
+        return {}  # process 0 evaluates and writes the results
     save_json(history.to_dict(), out / "history.json")
     splits = data.to(config.device)
     row = {
@@ -129,6 +133,8 @@ def run(args: argparse.Namespace) -> None:
     row = train_one(
         spec_from_args(args), config_from_args(args), out, args.resume, tuple(args.override or ())
     )
+    if not row:  # a distributed process other than 0
+        return
     print(
         f"ELBO in nats per data point ({args.dataset}, {args.objective}, "
         f"{args.epochs} epochs); outputs in {out}/"

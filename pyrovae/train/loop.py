@@ -66,6 +66,7 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
+from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
@@ -126,6 +127,7 @@ class FitConfig:
     divergence_factor: float | None = 10.0  # see pyrovae.train.divergence; None: off
     on_nan: str = "raise"  # or "rollback": restore the epoch, halve the learning rate
     max_rollbacks: int = 3
+    distributed: bool = False  # data-parallel under torchrun (pyrovae.train.distributed)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -418,6 +420,12 @@ def fit(
     config = FitConfig.from_dict({**(config or FitConfig()).to_dict(), **overrides})
     config.validate()
     override = tuple(OVERRIDE_ALIASES.get(n, n.replace("-", "_")) for n in override)
+    context = DistributedContext.from_environment(config.device) if config.distributed else None
+    if context is not None and config.device == "cuda":  # one GPU per process
+        config.device = f"cuda:{context.local_rank}"
+        torch.cuda.set_device(context.local_rank)
+    if context is not None and labeled is not None:
+        raise PyrovaeError("distributed training of semi-supervised pairs is not supported yet")
     splits = as_splits(data).to(config.device)
     move(model, config.device)
     move(guide, config.device)
@@ -425,12 +433,17 @@ def fit(
     if checkpoint is not None:
         if Path(checkpoint).is_dir():
             raise PyrovaeError(f"checkpoint={checkpoint} is a folder; name a file in it")
-        if remove_stale_temporary(checkpoint):
+        if (context is None or context.is_main) and remove_stale_temporary(checkpoint):
             logger.info("removed a stale %s.tmp left by an interrupted write", checkpoint)
 
     pyro.set_rng_seed(config.seed)
     probe = next(splits.batches("train", config.batch_size))
     data_plate, self_scaled = find_data_plate(model, guide, probe, config.data_plate)
+    if context is not None and self_scaled:
+        raise PyrovaeError(
+            "distributed training splits each batch itself; a plate that subsamples itself "
+            "(subsample=) cannot be split: use a plain plate over the batch's rows"
+        )
     step = SVIStep(
         model,
         guide,
@@ -450,6 +463,8 @@ def fit(
         check_objective("Trace_ELBO", step.labeled_elbo, step.model, step.guide, x_l, labeled[1])
         labeled_probe = (x_l, labeled[1], 1.0)
     step.setup(probe, labeled_probe, owners={"model": model, "guide": guide})
+    if context is not None:
+        step.reducer = context.reduce_gradients
 
     history = FitHistory(
         config=config.to_dict(), kl_path=kl_paths(model, guide, probe, config.objective)
@@ -483,8 +498,19 @@ def fit(
             epoch_start = _capture(model, guide, step)
             try:
                 started = time.perf_counter()
+                if context is not None:
+                    context.reseed(config.seed, epoch)
                 objective = _train_epoch(
-                    step, splits, config, beta, n_train, self_scaled, labeled, divergence
+                    step,
+                    splits,
+                    config,
+                    beta,
+                    n_train,
+                    self_scaled,
+                    labeled,
+                    divergence,
+                    context,
+                    epoch,
                 )
                 seconds = time.perf_counter() - started
                 val = float("nan")
@@ -498,6 +524,8 @@ def fit(
                             config.objective,
                             max_plate_nesting=config.max_plate_nesting,
                         )
+                    if context is not None:  # the same figure, and decisions, everywhere
+                        val = context.mean(val, config.device)
                     if not math.isfinite(val):
                         raise _EpochFailed(f"the validation ELBO is {val}")
                 bad = _non_finite_state(step)
@@ -541,7 +569,7 @@ def fit(
             if has_validation and beta >= 1.0:
                 stopping.update(epoch, val, lambda: _capture(model, guide, step))
                 history.best_epoch = stopping.best_epoch
-            if checkpoint is not None:
+            if checkpoint is not None and (context is None or context.is_main):
                 Checkpoint(
                     epoch=epoch,
                     model=module_state(model),
@@ -559,6 +587,8 @@ def fit(
                     },
                     run=run,
                 ).save(checkpoint)
+            if context is not None:
+                context.barrier()  # no process runs ahead of the checkpoint
             if stopping.should_stop:
                 history.stopped_early = True
                 logger.info("early stop at epoch %d (best %s)", epoch, stopping.best_epoch)
@@ -571,13 +601,24 @@ def fit(
     return history
 
 
-def _train_epoch(step, splits, config, beta, n_train, self_scaled, labeled, divergence) -> float:
+def _train_epoch(
+    step, splits, config, beta, n_train, self_scaled, labeled, divergence, context=None, epoch=1
+) -> float:
     """One pass over the shuffled training split; the beta-weighted objective per point
     (minibatch losses weighted by their size). ``_EpochFailed`` on too many non-finite
-    steps in a row or on divergence."""
+    steps in a row or on divergence. With a distributed ``context`` each process takes its
+    shard of every global batch; losses and gradients are summed over processes."""
     total, count = 0.0, 0
-    for index, x in enumerate(splits.batches("train", config.batch_size, shuffle=True), 1):
-        data_scale = 1.0 if self_scaled else n_train / x.shape[0]
+    shuffle = {}
+    if context is not None:
+        shuffle = {
+            "generator": context.shuffle_generator(config.seed, epoch),
+            "shard": context.shard(),
+        }
+    batches = splits.batches("train", config.batch_size, shuffle=True, **shuffle)
+    for index, x in enumerate(batches, 1):
+        global_rows = min(config.batch_size, n_train - (index - 1) * config.batch_size)
+        data_scale = 1.0 if self_scaled else n_train / global_rows
         extra = None
         if labeled is not None:
             extra = (splits.present_like_train(labeled[0]), labeled[1], 1.0)
@@ -595,6 +636,6 @@ def _train_epoch(step, splits, config, beta, n_train, self_scaled, labeled, dive
                 f"{divergence.scale():.4g})"
             )
         if math.isfinite(loss):
-            total += loss * x.shape[0] / n_train
-            count += x.shape[0]
+            total += loss * global_rows / n_train
+            count += global_rows
     return -total / count if count else float("nan")

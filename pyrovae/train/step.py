@@ -44,6 +44,8 @@ class SVIStep:
         self.params: list[torch.Tensor] | None = None
         self.param_names: list[str] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
+        # (params, loss) -> loss after summing gradients over processes; None: one process
+        self.reducer: Callable | None = None
         self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
         self.skipped_total = 0
 
@@ -141,6 +143,8 @@ class SVIStep:
             loss = self._loss(x, labeled)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.reducer is not None:  # data-parallel: sum gradients and loss over processes
+            loss = self.reducer(self.params, loss)
         value, gradient_sum = self._loss_and_gradient_sum(loss)  # one host sync per step
         if not (math.isfinite(value) and math.isfinite(gradient_sum)):
             # never let a non-finite loss or gradient reach the parameters

@@ -1,0 +1,61 @@
+"""Data-parallel training with torchrun: two CPU processes (gloo) stay identical and take
+the steps one process takes on the same global batches."""
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pyrovae.errors import PyrovaeError
+
+WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
+ROOT = WORKER.parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(processes: int, out: Path, *extra: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
+        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+        "-m", "tests.distributed_worker", str(out),
+        *extra,
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=False, cwd=ROOT, timeout=300,
+        env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+
+
+def test_two_processes_stay_identical_and_match_one_process(tmp_path):
+    torchrun(2, tmp_path / "two", str(tmp_path / "two" / "run.pt"))
+    torchrun(1, tmp_path / "one")
+    rank0 = torch.load(tmp_path / "two" / "rank0.pt")
+    rank1 = torch.load(tmp_path / "two" / "rank1.pt")
+    single = torch.load(tmp_path / "one" / "rank0.pt")
+    for name, value in rank0.items():
+        assert torch.equal(value, rank1[name]), f"{name} differs between the processes"
+        torch.testing.assert_close(value, single[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert (tmp_path / "two" / "run.pt").exists()  # written by process 0
+    moved = [n for n in rank0 if n != "validation_elbo"]
+    initial = torch.load(tmp_path / "one" / "rank0.pt")
+    assert moved and all(torch.isfinite(initial[n]).all() for n in moved)
+
+
+def test_distributed_without_torchrun_says_how_to_launch(digits):
+    from guides import build_guide
+    from models import build_vae
+    from pyrovae.train import fit
+
+    model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
+    with pytest.raises(PyrovaeError, match="torchrun --nproc-per-node N"):
+        fit(model, guide, digits, epochs=1, progress=False, distributed=True)
