@@ -16,8 +16,14 @@ with the epochs done next to the published rows; the script prints a table and t
 of each pair's log p(x) to the published VAE's (1.0 = equal; below 1 is better, the
 figures being negative).
 
+Known limit: ``vamp+flow`` at this size was killed by the kernel's OOM killer at 24.3 GB
+RSS during its first epoch on a 24 GB machine. The VampPrior scores each z under all 500
+pseudo-input posteriors, and a flow posterior's log density needs the inverse of its
+autoregressive flows for each of them (d = 40 sequential passes kept for backward), so it
+is left out of the default pairs.
+
     python benchmarks/fashion_mnist.py --epoch-budget 20            # continue every pair
-    python benchmarks/fashion_mnist.py --pairs standard+diagonal,vamp+flow --evaluate
+    python benchmarks/fashion_mnist.py --pairs standard+diagonal,vamp+full --evaluate
 """
 
 from __future__ import annotations
@@ -155,7 +161,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--pairs",
         type=lambda s: s.split(","),
-        default=["standard+diagonal", "vamp+diagonal", "vamp+flow", "vamp+full"],
+        default=["standard+diagonal", "vamp+diagonal", "vamp+full"],
         help="comma-separated prior+guide pairs",
     )
     parser.add_argument("--epoch-budget", type=int, default=10, help="more epochs per pair now")
