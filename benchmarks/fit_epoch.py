@@ -22,16 +22,18 @@ import copy
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
-from torch.nn.functional import binary_cross_entropy_with_logits
 
 from guides import build_guide
-from guides.families import positive
 from models import build_vae
 from pyrovae import fit
 from pyrovae.data import FASHION_MNIST_DIR, load_dataset, make_splits
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
+from common import hand_written_negative_elbo  # noqa: E402
 
 
 def load_splits(train_size: int, validation_size: int):
@@ -57,12 +59,9 @@ class ReferenceEpoch:
         self.optimizer = torch.optim.Adam(params, lr=lr)
 
     def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
-        loc, raw_scale = self.head(self.encoder(x)).split(self.latent_dim, dim=-1)
-        scale = positive(raw_scale, self.min_scale)
-        z = loc + scale * torch.randn_like(loc)
-        log_lik = -binary_cross_entropy_with_logits(self.decoder(z), x, reduction="none").sum(-1)
-        kl = 0.5 * (scale.pow(2) + loc.pow(2) - 1).sum(-1) - scale.log().sum(-1)
-        return -(log_lik - kl).sum()
+        return hand_written_negative_elbo(
+            self.encoder, self.head, self.decoder, x, self.latent_dim, self.min_scale
+        )
 
     def __call__(self, splits, batch_size: int) -> float:
         train = splits.train

@@ -19,15 +19,13 @@ from pathlib import Path
 
 import pyro
 import torch
-from torch.nn.functional import binary_cross_entropy_with_logits
 
 from guides import build_guide
-from guides.families import positive
 from models import build_vae
 from pyrovae.train import SVIStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
-from common import load_batch, time_steps  # noqa: E402
+from common import hand_written_negative_elbo, load_batch, time_steps  # noqa: E402
 
 
 class ReferenceStep:
@@ -40,13 +38,9 @@ class ReferenceStep:
         self.optimizer = torch.optim.Adam(params, lr=lr)
 
     def __call__(self, x: torch.Tensor, data_scale: float) -> float:
-        loc, raw_scale = self.head(self.encoder(x)).split(loc_dim(self.head), dim=-1)
-        scale = positive(raw_scale, self.min_scale)
-        z = loc + scale * torch.randn_like(loc)
-        logits = self.decoder(z)
-        log_lik = -binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-        kl = 0.5 * (scale.pow(2) + loc.pow(2) - 1).sum(-1) - scale.log().sum(-1)
-        loss = -(log_lik - kl).sum() * data_scale
+        loss = data_scale * hand_written_negative_elbo(
+            self.encoder, self.head, self.decoder, x, loc_dim(self.head), self.min_scale
+        )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -13,7 +13,7 @@ import pyro.poutine as poutine
 import torch
 
 from pyrovae import supports
-from pyrovae.data import DataSplits, check_data
+from pyrovae.data import DataSplits, check_splits
 from pyrovae.errors import PyrovaeError
 
 PROBE_ROWS = 8
@@ -61,18 +61,9 @@ def check_pair(model: Callable, guide: Callable, data: DataSplits) -> None:
     site names that differ between guide and model, a prior and a guide on different
     spaces (:func:`check_supports`), data outside the likelihood's support.
     """
-    for split in ("train", "validation", "test"):
-        tensor = getattr(data, split)
-        if tensor is not None:
-            check_data(tensor, f"{data.name} {split} split")
+    splits = ("train", "validation", "test")
+    check_splits(data.name, {split: getattr(data, split) for split in splits})
     num_features = data.num_features
-    for split in ("validation", "test"):
-        tensor = getattr(data, split)
-        if tensor is not None and tensor.shape[1] != num_features:
-            raise PyrovaeError(
-                f"{data.name} {split} split has {tensor.shape[1]} features per row but the "
-                f"train split has {num_features}; every split needs the same columns"
-            )
     _check_dtype(model, guide, data)
     expected = getattr(model, "data_dim", None)
     if expected is not None and expected != num_features:

@@ -141,15 +141,10 @@ def make_splits(
     if binarize not in BINARIZE_MODES:
         raise unknown_name("binarize mode", binarize, BINARIZE_MODES)
     splits = {"train": train, "validation": validation, "test": test}
+    check_splits(name, splits)
     for split, tensor in splits.items():
         if tensor is None:
             continue
-        check_data(tensor, f"{name} {split} split")
-        if tensor.shape[1] != train.shape[1]:
-            raise PyrovaeError(
-                f"{name} {split} split has {tensor.shape[1]} features per row but the train "
-                f"split has {train.shape[1]}; every split needs the same columns"
-            )
         if binarize != "none" and (tensor.min() < 0 or tensor.max() > 1):
             raise PyrovaeError(
                 f"{name} {split} split has values in [{tensor.min():.3g}, {tensor.max():.3g}]; "
@@ -190,6 +185,22 @@ def labeled_subset(
         chosen.append(rows[torch.randperm(len(rows), generator=generator)[:per_class]])
     index = torch.cat(chosen)
     return data.train[index.to(data.train.device)], labels[index].to(data.train.device)
+
+
+def check_splits(name: str, splits: dict[str, torch.Tensor | None]) -> None:
+    """:func:`check_data` on every split present (``"train"`` first), and the same number
+    of features in each as in the train split."""
+    width = None
+    for split, tensor in splits.items():
+        if tensor is None:
+            continue
+        check_data(tensor, f"{name} {split} split")
+        width = tensor.shape[1] if width is None else width
+        if tensor.shape[1] != width:
+            raise PyrovaeError(
+                f"{name} {split} split has {tensor.shape[1]} features per row but the train "
+                f"split has {width}; every split needs the same columns"
+            )
 
 
 def check_data(x: torch.Tensor, what: str = "data") -> None:
@@ -350,13 +361,14 @@ def _load_npz(path, binarize: str, num_validation: int | None) -> DataSplits:
     try:
         # opened here so the file is closed even when numpy refuses it (it leaks otherwise)
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as arrays:
-            if "train" not in arrays:
-                raise PyrovaeError(f"{path} has no 'train' array (found {sorted(arrays.files)})")
+            found = sorted(arrays.files)
             parts = {k: arrays[k] for k in ("train", "validation", "test") if k in arrays}
+    except FileNotFoundError:
+        raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        if isinstance(error, PyrovaeError | FileNotFoundError):
-            raise
         raise PyrovaeError(f"{path} cannot be read as a .npz of numeric arrays ({error})") from None
+    if "train" not in parts:
+        raise PyrovaeError(f"{path} has no 'train' array (found {found})")
     tensors = {}
     for split, array in parts.items():
         if array.ndim < 2 or array.dtype.kind not in "biuf":

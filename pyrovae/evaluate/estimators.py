@@ -23,6 +23,7 @@ from .importance import (
     enumerated_log_weights,
     log_weights,
     site_log_probs,
+    weight_chunks,
 )
 from .sites import (
     conditioned_log_prob,
@@ -83,16 +84,11 @@ def log_likelihood(
                 chunks.append(torch.logsumexp(log_w.flatten(0, 1), 0))  # (b,)
             out.append(torch.logsumexp(torch.stack(chunks), 0) - math.log(num_samples))
         return torch.cat(out)
-    out = []
-    for row in range(0, x.shape[0], batch_size):
-        rows = x[row : row + batch_size]
-        running = None  # logsumexp over the draws so far, (b,): memory is one chunk
-        for begin in range(0, num_samples, sample_chunk):
-            size = min(sample_chunk, num_samples - begin)
-            chunk = torch.logsumexp(site_log_probs(model, guide, rows, size).log_weights, 0)
-            running = chunk if running is None else torch.logaddexp(running, chunk)
-        out.append(running - math.log(num_samples))
-    return torch.cat(out)
+    # a running logsumexp over the draws of each row: memory is one chunk, not (S, N)
+    total = x.new_full((x.shape[0],), -math.inf)
+    for rows, _, log_w in weight_chunks(model, guide, x, num_samples, batch_size, sample_chunk):
+        total[rows] = torch.logaddexp(total[rows], torch.logsumexp(log_w, 0))
+    return total - math.log(num_samples)
 
 
 @dataclass

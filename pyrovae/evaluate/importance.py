@@ -14,7 +14,7 @@ couple the data points.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyro
@@ -103,6 +103,24 @@ def site_log_probs(
     )
 
 
+def weight_chunks(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    batch_size: int = 100,
+    sample_chunk: int = 100,
+) -> Iterator[tuple[slice, int, torch.Tensor]]:
+    """``(rows, first_draw, log_w)`` for chunks of at most ``sample_chunk`` draws x
+    ``batch_size`` rows: ``log_w`` (draws, rows) of log p(x_n, z) - log q(z | x_n), nats.
+    Memory is one chunk at a time, so S = 5,000 fits."""
+    for row in range(0, x.shape[0], batch_size):
+        rows = slice(row, row + batch_size)
+        for begin in range(0, num_samples, sample_chunk):
+            size = min(sample_chunk, num_samples - begin)
+            yield rows, begin, site_log_probs(model, guide, x[rows], size).log_weights
+
+
 @torch.no_grad()
 def log_weights(
     model: Callable,
@@ -112,19 +130,11 @@ def log_weights(
     batch_size: int = 100,
     sample_chunk: int = 100,
 ) -> torch.Tensor:
-    """log w_ns = log p(x_n, z_ns) - log q(z_ns | x_n), shape ``(S, N)``, in nats.
-
-    Computed in chunks of ``sample_chunk`` draws x ``batch_size`` rows, so memory stays
-    bounded for S = 5,000.
-    """
+    """log w_ns = log p(x_n, z_ns) - log q(z_ns | x_n), shape ``(S, N)``, in nats,
+    computed in the chunks of :func:`weight_chunks`."""
     out = x.new_empty(num_samples, x.shape[0])
-    for row in range(0, x.shape[0], batch_size):
-        rows = slice(row, row + batch_size)
-        for begin in range(0, num_samples, sample_chunk):
-            size = min(sample_chunk, num_samples - begin)
-            out[begin : begin + size, rows] = site_log_probs(
-                model, guide, x[rows], size
-            ).log_weights
+    for rows, begin, chunk in weight_chunks(model, guide, x, num_samples, batch_size, sample_chunk):
+        out[begin : begin + chunk.shape[0], rows] = chunk
     return out
 
 

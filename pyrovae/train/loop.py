@@ -259,14 +259,17 @@ def _check_labeled(labeled, splits: DataSplits) -> tuple[torch.Tensor, torch.Ten
 # --------------------------------------------------------------- state of the pair
 
 
-def _capture(model, guide, step: SVIStep) -> dict:
-    """Pair, optimised tensors and optimizer state: what a failed epoch is undone to."""
-    return {
+def _capture(model, guide, step: SVIStep, optimizer: bool = True) -> dict:
+    """Pair and optimised tensors, plus the optimizer state when ``optimizer`` (what a
+    failed epoch is undone to; early stopping's best state needs only the parameters)."""
+    state = {
         "model": module_state(model),
         "guide": module_state(guide),
         "params": [p.detach().clone() for p in step.params],
-        "optimizer": copy.deepcopy(step.optimizer.state_dict()),
     }
+    if optimizer:
+        state["optimizer"] = copy.deepcopy(step.optimizer.state_dict())
+    return state
 
 
 def _restore(model, guide, step: SVIStep, state: dict) -> None:
@@ -567,7 +570,7 @@ def fit(
             bar.update(1)
             bar.set_postfix(val_elbo=f"{val:.2f}", beta=f"{beta:.2f}")
             if has_validation and beta >= 1.0:
-                stopping.update(epoch, val, lambda: _capture(model, guide, step))
+                stopping.update(epoch, val, lambda: _capture(model, guide, step, optimizer=False))
                 history.best_epoch = stopping.best_epoch
             if checkpoint is not None and (context is None or context.is_main):
                 Checkpoint(
@@ -596,8 +599,7 @@ def fit(
             epoch += 1
     bar.close()
     if stopping.best_state is not None:
-        best = {k: v for k, v in stopping.best_state.items() if k != "optimizer"}
-        _restore(model, guide, step, best)
+        _restore(model, guide, step, stopping.best_state)
     return history
 
 
