@@ -19,3 +19,24 @@ class BernoulliLogits(dist.Bernoulli):
             self._validate_sample(value)
         logits, value = torch.broadcast_tensors(self.logits, value)
         return binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> dist.Independent:
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        return SummedBernoulliLogits(self, reinterpreted_batch_ndims)
+
+
+class SummedBernoulliLogits(dist.Independent):
+    """``BernoulliLogits(logits).to_event(n)``: log p(x | logits) = -sum BCE(logits, x)
+    over the n rightmost dims, nats, negated AFTER the sum: one negation per image (and
+    one in the backward pass) instead of one per pixel."""
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        base = self.base_dist
+        if base._validate_args:
+            base._validate_sample(value)
+        logits, value = torch.broadcast_tensors(base.logits, value)
+        bce = binary_cross_entropy_with_logits(logits, value, reduction="none")
+        return -bce.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))

@@ -70,7 +70,7 @@ from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
-from .step import SVIStep
+from .step import SVIStep, use_fused_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -283,15 +283,24 @@ def _restore(model, guide, step: SVIStep, state: dict) -> None:
 
 
 def _non_finite_state(step: SVIStep) -> str | None:
-    """Which parameter or optimizer-state tensor holds NaN/Inf, or None."""
+    """Which parameter or optimizer-state tensor holds NaN/Inf, or None.
+
+    One sum per tensor, read back together (a sum is non-finite exactly when an entry is,
+    or when finite entries overflow: a divergence too); tensors are searched one by one
+    only when that total is not finite."""
+    tensors = {}
     for name, p in zip(step.param_names, step.params, strict=True):
-        if not bool(torch.isfinite(p).all()):
-            return f"parameter {name!r}"
-    for p, state in step.optimizer.state.items():
-        for key, value in state.items():
-            if torch.is_tensor(value) and not bool(torch.isfinite(value).all()):
-                index = next(i for i, q in enumerate(step.params) if q is p)
-                return f"the optimizer's {key} of {step.param_names[index]!r}"
+        tensors[f"parameter {name!r}"] = p
+        for key, value in step.optimizer.state.get(p, {}).items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                tensors[f"the optimizer's {key} of {name!r}"] = value
+    device = step.params[0].device
+    total = torch.stack([t.detach().sum().float().to(device) for t in tensors.values()])
+    if bool(torch.isfinite(total.sum())):
+        return None
+    for label, value in tensors.items():
+        if not bool(torch.isfinite(value).all()):
+            return label
     return None
 
 
@@ -363,6 +372,7 @@ def _resume(ckpt: Checkpoint, model, guide, step, stopping, divergence, path) ->
         for p, saved in zip(step.params, ckpt.params.values(), strict=True):
             p.copy_(saved)
     step.optimizer.load_state_dict(ckpt.optimizer)
+    use_fused_kernel(step.optimizer)
     stopping.load_state_dict(ckpt.monitors["early_stopping"])
     divergence.load_state_dict(ckpt.monitors["divergence"])
     set_rng_state(ckpt.rng)

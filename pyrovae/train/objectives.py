@@ -30,7 +30,7 @@ from collections.abc import Callable
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from pyro.poutine.messenger import Messenger
 
 from pyrovae.checks import (
@@ -41,6 +41,8 @@ from pyrovae.checks import (
     trace_pair,
 )
 from pyrovae.errors import PyrovaeError, unknown_name
+
+from .mean_field import LeanMeanFieldELBO
 
 DATA_PLATE = "data"
 IWAE_PLATE = "iwae_particles"
@@ -109,7 +111,7 @@ class IWAE:
 OBJECTIVES: dict[str, tuple[Callable, str]] = {
     "Trace_ELBO": (Trace_ELBO, "any model/guide pair"),
     "TraceMeanField_ELBO": (
-        TraceMeanField_ELBO,
+        LeanMeanFieldELBO,
         "a fully reparameterized mean-field guide: no guide site may depend on another "
         "latent site, and guide sites in the model's order; use Trace_ELBO otherwise",
     ),
