@@ -9,6 +9,7 @@ import struct
 
 import numpy as np
 import pytest
+import torch
 
 from pyrovae.cli import main
 
@@ -129,8 +130,21 @@ CASES = [
 ]
 
 
+NEEDS_NO_GPU = {"cuda without a gpu"}
+
+
 @pytest.mark.parametrize(
-    "argv, setup, code, message", [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+    "argv, setup, code, message",
+    [
+        pytest.param(
+            *case[1:],
+            id=case[0],
+            marks=pytest.mark.skipif(
+                case[0] in NEEDS_NO_GPU and torch.cuda.is_available(), reason="a GPU is present"
+            ),
+        )
+        for case in CASES
+    ],
 )
 def test_bad_input_gets_one_line_and_an_exit_status(argv, setup, code, message, tmp_path, capsys):
     extra = setup(tmp_path)

@@ -38,11 +38,13 @@ def test_the_grid_has_both_kinds():
 # have their own tests (tests/pyrovae/train/test_objectives.py, tests/models/test_gmvae.py).
 @pytest.mark.parametrize("objective", ["Trace_ELBO", "TraceMeanField_ELBO"])
 @pytest.mark.parametrize("prior, family", COMPATIBLE, ids=lambda v: v)
-def test_every_compatible_pair_trains_on_digits(prior, family, objective, digits):
+def test_every_compatible_pair_trains_on_digits(prior, family, objective, digits, device):
     model, guide = build_pair(prior, family)
     before = estimate_elbo(model, guide, digits.validation, "Trace_ELBO", num_particles=3)
-    fit(model, guide, digits, objective=objective, epochs=4, learning_rate=3e-3, progress=False)
-    after = estimate_elbo(model, guide, digits.validation, "Trace_ELBO", num_particles=3)
+    config = dict(epochs=4, learning_rate=3e-3, progress=False, device=device)
+    fit(model, guide, digits, objective=objective, **config)
+    validation = digits.validation.to(device)
+    after = estimate_elbo(model, guide, validation, "Trace_ELBO", num_particles=3)
     assert after > before + 5, (prior, family, objective, before, after)
 
 

@@ -57,12 +57,14 @@ def test_outputs_per_datapoint(family, d):
 
 @pytest.mark.parametrize("objective", ["Trace_ELBO", "TraceMeanField_ELBO"])
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_every_family_trains_on_digits(digits, family, objective):
+def test_every_family_trains_on_digits(digits, family, objective, device):
     model = build_vae(64, 4, (64,), prior=own_prior(family))
     guide = build_guide(64, 4, family, (64,))
     before = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
-    fit(model, guide, digits, objective=objective, epochs=6, learning_rate=3e-3, progress=False)
-    after = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
+    config = dict(epochs=6, learning_rate=3e-3, progress=False, device=device)
+    fit(model, guide, digits, objective=objective, **config)
+    validation = digits.validation.to(device)
+    after = estimate_elbo(model, guide, validation, objective, num_particles=5)
     assert after > before + 10, (family, objective, before, after)
 
 

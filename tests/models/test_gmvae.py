@@ -9,6 +9,7 @@ from guides import build_gmvae_guide
 from models import build_gmvae
 from pyrovae import evaluate, fit
 from pyrovae.evaluate import clustering_accuracy, estimate_elbo
+from tests.conftest import DEVICES
 
 
 def test_clustering_accuracy_matches_clusters_to_labels():
@@ -19,15 +20,22 @@ def test_clustering_accuracy_matches_clusters_to_labels():
         clustering_accuracy(torch.tensor([0, 1]), labels)
 
 
+@pytest.fixture(scope="module", params=DEVICES)
+def data(request, digits):
+    """digits on each available device; the pair is trained there."""
+    return digits.to(request.param)
+
+
 @pytest.fixture(scope="module")
-def trained(digits):
+def trained(data):
     pyro.set_rng_seed(0)
     guide = build_gmvae_guide(64, 4, hidden=(64,), num_clusters=10)
     model = build_gmvae(64, 4, (64,), num_clusters=10)
     history = fit(
         model,
         guide,
-        digits,
+        data,
+        device=data.train.device.type,
         objective="TraceEnum_ELBO",
         epochs=30,
         warmup_epochs=5,
@@ -37,18 +45,18 @@ def trained(digits):
     return model, guide, history
 
 
-def test_gmvae_trains_with_warmup_and_finds_the_digits(trained, digits):
+def test_gmvae_trains_with_warmup_and_finds_the_digits(trained, data, digits):
     model, guide, history = trained
     assert history.beta[0] < 1 and history.validation_elbo[-1] > history.validation_elbo[0] + 5
-    clusters = guide.cluster_logits(digits.test).argmax(-1)
+    clusters = guide.cluster_logits(data.test).argmax(-1).cpu()
     accuracy = clustering_accuracy(clusters, digits.labels["test"])
     shuffled = clustering_accuracy(clusters, digits.labels["test"][torch.randperm(225)])
     assert accuracy > 0.4 and accuracy > shuffled + 0.2, (accuracy, shuffled)
 
 
-def test_estimators_sum_the_cluster_out(trained, digits):
+def test_estimators_sum_the_cluster_out(trained, data):
     model, guide, _ = trained
-    x = digits.test[:50]
+    x = data.test[:50]
     log_px = evaluate.log_likelihood(model, guide, x, 200)
     bound = evaluate.elbo(model, guide, x, 20)
     assert log_px.mean() > bound.mean()

@@ -8,10 +8,17 @@ from guides import build_hierarchical_guide
 from models import build_hvae
 from pyrovae import diagnostics, evaluate, fit
 from pyrovae.evaluate import estimate_elbo
+from tests.conftest import DEVICES
+
+
+@pytest.fixture(scope="module", params=DEVICES)
+def data(request, digits):
+    """digits on each available device; the pair is trained there."""
+    return digits.to(request.param)
 
 
 @pytest.fixture(scope="module")
-def trained(digits):
+def trained(data):
     pyro.set_rng_seed(0)
     guide = build_hierarchical_guide(64, 3, "diagonal", (64,), bottom_dim=4)
     model = build_hvae(
@@ -23,13 +30,14 @@ def trained(digits):
         bottom_dim=4,
         prior_options={"num_pseudo_inputs": 20},
     )
-    fit(model, guide, digits, epochs=15, learning_rate=3e-3, progress=False)
+    device = data.train.device.type
+    fit(model, guide, data, epochs=15, learning_rate=3e-3, progress=False, device=device)
     return model, guide
 
 
-def test_every_estimator_runs_per_site(trained, digits):
+def test_every_estimator_runs_per_site(trained, data):
     model, guide = trained
-    x = digits.test[:60]
+    x = data.test[:60]
     log_px = evaluate.log_likelihood(model, guide, x, 300)
     elbo = evaluate.elbo(model, guide, x, 20)
     assert log_px.shape == elbo.shape == (60,)
@@ -55,9 +63,9 @@ def test_every_estimator_runs_per_site(trained, digits):
         assert drawn.mean.shape == (7, 64)
 
 
-def test_datatree_names_variables_after_the_sites(trained, digits):
+def test_datatree_names_variables_after_the_sites(trained, data):
     model, guide = trained
-    tree = diagnostics.to_datatree(model, guide, digits.test[:10], 40)
+    tree = diagnostics.to_datatree(model, guide, data.test[:10], 40)
     assert set(tree["posterior"].data_vars) == {"z1", "z2"}
     assert tree["posterior"]["z1"].shape == (1, 40, 10, 4)
     assert set(tree["log_likelihood"].data_vars) == {"x"}
@@ -65,11 +73,11 @@ def test_datatree_names_variables_after_the_sites(trained, digits):
     assert khat.shape == (10,)
 
 
-def test_mean_field_elbo_is_unbiased_when_the_guide_follows_the_models_order(trained, digits):
+def test_mean_field_elbo_is_unbiased_when_the_guide_follows_the_models_order(trained, data):
     """q(z2|x) q(z1|x,z2) samples in the model's order, so TraceMeanField_ELBO's
     conditional KLs are taken at the same z2 and estimate the same ELBO as Trace_ELBO."""
     model, guide = trained
-    x = digits.validation
+    x = data.validation
     pyro.set_rng_seed(1)
     trace = estimate_elbo(model, guide, x, "Trace_ELBO", num_particles=200)
     mean_field = estimate_elbo(model, guide, x, "TraceMeanField_ELBO", num_particles=200)

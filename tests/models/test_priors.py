@@ -89,7 +89,7 @@ def test_vamp_prior_needs_the_guide():
         make_prior("vamp", D, data_dim=64, posterior=None)
 
 
-def test_vamp_prior_trains_pseudo_inputs_and_registers_the_encoder_once(digits):
+def test_vamp_prior_trains_pseudo_inputs_and_registers_the_encoder_once(digits, device):
     pyro.clear_param_store()
     guide = build_guide(64, D, "diagonal", (16,))
     model = build_vae(
@@ -101,7 +101,8 @@ def test_vamp_prior_trains_pseudo_inputs_and_registers_the_encoder_once(digits):
         prior_options={"num_pseudo_inputs": 8},
     )
     before = model.prior.raw_pseudo_inputs.detach().clone()
-    fit(model, guide, digits, epochs=2, progress=False)
+    fit(model, guide, digits, epochs=2, progress=False, device=device)
+    before = before.to(device)
     assert not torch.equal(before, model.prior.raw_pseudo_inputs.detach())
     names = list(pyro.get_param_store().keys())
     encoder_tensors = [pyro.param(n) for n in names if ".encoder." in n or "$$$encoder" in n]
@@ -111,16 +112,17 @@ def test_vamp_prior_trains_pseudo_inputs_and_registers_the_encoder_once(digits):
 
 
 @pytest.mark.parametrize("prior_name", ["mog", "dirichlet"])
-def test_learnable_prior_parameters_train_with_the_model(prior_name, digits):
+def test_learnable_prior_parameters_train_with_the_model(prior_name, digits, device):
     family = "dirichlet" if prior_name == "dirichlet" else "diagonal"
     options = {"learnable": True} if prior_name == "dirichlet" else {}
     guide = build_guide(64, D, family, (16,))
     model = build_vae(64, D, (16,), prior=prior_name, prior_options=options)
     before = {n: p.detach().clone() for n, p in model.prior.named_parameters()}
     assert before, "the prior has no learnable parameters"
-    fit(model, guide, digits, epochs=2, progress=False)
+    fit(model, guide, digits, epochs=2, progress=False, device=device)
     for name, p in model.prior.named_parameters():
-        assert not torch.equal(before[name], p.detach()), name
+        assert p.device.type == device
+        assert not torch.equal(before[name].to(device), p.detach()), name
 
 
 def test_fixed_dirichlet_concentration_is_a_buffer():

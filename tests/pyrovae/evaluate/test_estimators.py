@@ -146,11 +146,11 @@ def test_sampling_from_prior_and_aggregate(ppca, ppca_x):
 
 
 @pytest.mark.parametrize("family", ["diagonal", "full", "lowrank", "mixture", "flow"])
-def test_estimators_run_on_every_family(digits, family):
+def test_estimators_run_on_every_family(digits, family, device):
     model = build_vae(64, 3, (32,))
     guide = build_guide(64, 3, family, (32,))
-    fit(model, guide, digits, epochs=2, progress=False)
-    x = digits.test[:30]
+    fit(model, guide, digits, epochs=2, progress=False, device=device)
+    x = digits.test[:30].to(device)
     ll = log_likelihood(model, guide, x, num_samples=200)
     e = elbo(model, guide, x, num_samples=50)
     assert ll.shape == e.shape == (30,)

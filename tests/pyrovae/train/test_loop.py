@@ -23,11 +23,12 @@ def small_pair(data_dim=64, latent_dim=4, family="diagonal", likelihood="bernoul
 
 
 @pytest.mark.parametrize("objective", ["Trace_ELBO", "TraceMeanField_ELBO"])
-def test_training_improves_validation_elbo(digits, objective):
+def test_training_improves_validation_elbo(digits, objective, device):
     model, guide = small_pair()
     before = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
-    history = fit(model, guide, digits, objective=objective, **FAST)
-    after = estimate_elbo(model, guide, digits.validation, objective, num_particles=5)
+    history = fit(model, guide, digits, objective=objective, device=device, **FAST)
+    validation = digits.validation.to(device)
+    after = estimate_elbo(model, guide, validation, objective, num_particles=5)
     assert after > before + 10, (before, after)  # about -45 -> -28 nats per image
     assert history.validation_elbo[-1] > history.validation_elbo[0]
     assert len(history.epoch) == FAST["epochs"] and all(s > 0 for s in history.seconds)
@@ -46,9 +47,15 @@ def test_trace_and_meanfield_elbo_estimate_the_same_quantity(digits):
     assert abs(a.mean() - b.mean()) < 4 * stderr, (a.mean(), b.mean(), stderr)
 
 
-def test_resume_continues_to_the_same_parameters(digits, tmp_path):
+def test_resume_continues_to_the_same_parameters(digits, tmp_path, device):
     config = FitConfig(
-        epochs=4, batch_size=200, learning_rate=3e-3, progress=False, seed=3, warmup_epochs=2
+        epochs=4,
+        batch_size=200,
+        learning_rate=3e-3,
+        progress=False,
+        seed=3,
+        warmup_epochs=2,
+        device=device,
     )
     pyro.set_rng_seed(1)  # same initial weights for all three runs
     model_a, guide_a = small_pair()
