@@ -179,7 +179,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
     parser.add_argument("--train-size", type=int, default=10_000, help="training images")
     parser.add_argument("--validation-size", type=int, default=2_000, help="validation images")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs per timed fit call (>= 2)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per timed fit call (>= 2)")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed")

@@ -15,7 +15,7 @@ CHEAP_RUNS = {
     "svi_step.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
     "import_cost.py": ["--rounds", "1"],
     "fashion_mnist.py": [
-        *("--pairs", "standard+diagonal", "--epoch-budget", "1", "--evaluate"),
+        *("--pairs", "standard+diagonal,hvae:vamp+diagonal", "--epoch-budget", "1", "--evaluate"),
         *("--train-size", "300", "--test-points", "10", "--num-samples", "30", "--out", "fm"),
     ],
     "iwae_eval.py": ["--num-samples", "30", "--images", "10", "--rounds", "1"],

@@ -9,8 +9,10 @@ import math
 import warnings
 from collections.abc import Callable
 
+import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.poutine.messenger import Messenger
 
 from pyrovae.errors import PyrovaeError
 
@@ -51,6 +53,32 @@ def use_fused_kernel(optimizer: torch.optim.Optimizer) -> None:
                 state["step"] = torch.as_tensor(state["step"], dtype=torch.float32).to(p.device)
 
 
+class StoredParams(Messenger):
+    """Answer ``pyro.param`` (and so ``pyro.module``) from Pyro's param store directly.
+
+    Inside a training step every parameter already exists; Pyro would still send each one
+    through the whole handler stack, where the trace copies it into a site no ELBO reads.
+    Placed innermost, this handler returns what the param store returns for the name (the
+    same tensor the optimizer holds, constrained where the parameter has a constraint) and
+    stops the message there. Names not yet in the store, and every call while ``active``
+    is False (``SVIStep.setup`` collects the parameters from the traced param sites), take
+    Pyro's usual path."""
+
+    def __init__(self):
+        super().__init__()
+        self.active = False
+
+    def _process_message(self, msg):
+        if not self.active or msg["type"] != "param":
+            return
+        store = pyro.get_param_store()
+        if msg["name"] not in store:
+            return
+        msg["value"] = store[msg["name"]]
+        msg["stop"] = True
+        msg["done"] = True
+
+
 class SVIStep:
     """One gradient step of ``objective`` on a minibatch, with native ``torch.optim.Adam``.
 
@@ -72,8 +100,9 @@ class SVIStep:
         self.elbo = make_objective(objective, num_particles, max_plate_nesting)
         self.labeled_elbo = make_objective("Trace_ELBO", num_particles, max_plate_nesting)
         self.scaler = SiteScale(data_plate=data_plate)
-        self.model = self.scaler(model)
-        self.guide = self.scaler(guide)
+        self.stored_params = StoredParams()  # turned on once setup has found the parameters
+        self.model = self.scaler(self.stored_params(model))
+        self.guide = self.scaler(self.stored_params(guide))
         self.learning_rate = learning_rate
         self.params: list[torch.Tensor] | None = None
         self.param_names: list[str] | None = None
@@ -113,6 +142,7 @@ class SVIStep:
         self.optimizer = make_adam(self.params, self.learning_rate)
         if owners is not None:
             self._check_parameters(x, labeled, owners)
+        self.stored_params.active = True
 
     def _check_parameters(self, x, labeled, owners: dict) -> None:
         optimised = {id(p) for p in self.params}

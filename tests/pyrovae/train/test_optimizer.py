@@ -5,8 +5,11 @@ check that names the parameter or optimizer-state tensor that went non-finite.""
 import copy
 
 import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
 import pytest
 import torch
+from pyro.distributions import constraints
 
 from guides import build_guide
 from models import build_vae
@@ -100,3 +103,57 @@ def test_a_non_finite_step_count_is_not_mistaken_for_state(digits, value):
         step(digits.train[:32])
     step.optimizer.state[step.params[0]]["exp_avg"].view(-1)[0] = value
     assert "exp_avg of" in _non_finite_state(step)
+
+
+class ConstrainedPair(torch.nn.Module):
+    """A decoder registered by pyro.module and a positive noise scale by pyro.param."""
+
+    def __init__(self):
+        super().__init__()
+        self.decoder = torch.nn.Linear(2, 64)
+        self.encoder = torch.nn.Linear(64, 4)
+
+    def model(self, x):
+        pyro.module("constrained_decoder", self.decoder)
+        noise = pyro.param("noise", torch.tensor(0.5), constraint=constraints.positive)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(self.decoder(z), noise).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("constrained_encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            loc, raw = self.encoder(x).chunk(2, -1)
+            pyro.sample("z", dist.Normal(loc, torch.nn.functional.softplus(raw) + 1e-3).to_event(1))
+
+
+def _train(x, shortcut: bool, steps: int = 8):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(4)
+    pair = ConstrainedPair()
+    step = SVIStep(pair.model, pair.guide, "Trace_ELBO", learning_rate=0.05)
+    with pyro.validation_enabled(False):
+        for _ in range(steps):
+            step(x)
+            step.stored_params.active = shortcut
+    named = zip(step.param_names, step.params, strict=True)
+    return step, {name: p.detach().clone() for name, p in named}
+
+
+def test_stored_params_answer_from_the_param_store_and_train_identically(digits):
+    """Past setup, pyro.param/pyro.module are answered from the store (no param sites in the
+    step's traces) and training follows exactly the same path as Pyro's own handling."""
+    x = digits.train[:20]
+    _, without = _train(x, shortcut=False)
+    step, with_shortcut = _train(x, shortcut=True)
+    assert set(with_shortcut) == set(without) and "noise" in with_shortcut
+    for name, value in with_shortcut.items():
+        assert torch.equal(value, without[name]), name
+    assert not torch.allclose(with_shortcut["noise"], torch.tensor(0.5).log())  # it trained
+    with poutine.trace() as traced:
+        step.model(x)
+    assert not any(site["type"] == "param" for site in traced.trace.nodes.values())
+    step.stored_params.active = False
+    with poutine.trace() as traced:
+        step.model(x)
+    assert "noise" in traced.trace.nodes
