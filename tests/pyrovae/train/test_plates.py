@@ -38,17 +38,18 @@ def rows_plate(x):
 
 def subsample_plate(n_train):
     def plate(x):  # the CEVAE idiom: full size N, the batch as the subsample
-        return pyro.plate("data", n_train, subsample=torch.arange(x.shape[0]))
+        return pyro.plate("data", n_train, subsample=torch.arange(x.shape[0], device=x.device))
 
     return plate
 
 
 @pytest.mark.parametrize("kind", ["renamed", "self-subsampling"])
-def test_the_reported_objective_is_per_data_point_whatever_the_plate(kind, digits):
+def test_the_reported_objective_is_per_data_point_whatever_the_plate(kind, digits, device):
     n_train = digits.train.shape[0]
     plate = rows_plate if kind == "renamed" else subsample_plate(n_train)
     pair = Pair(plate, f"plates_{kind}")
-    history = fit(pair.model, pair.guide, digits, epochs=3, progress=False)
+    pair.dec.to(device), pair.enc.to(device)  # fit moves nn.Modules; Pair's methods are not
+    history = fit(pair.model, pair.guide, digits, epochs=3, progress=False, device=device)
     # per-point training objective and validation ELBO agree within a few nats
     assert abs(history.train_objective[-1] - history.validation_elbo[-1]) < 5, history
     assert -64 < history.validation_elbo[-1] < -10
