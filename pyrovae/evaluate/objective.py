@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pyro
 import torch
+from pyro.poutine.messenger import Messenger
 
-from pyrovae.checks import observed_sites, trace_pair
+from pyrovae.errors import PyrovaeError
 from pyrovae.train.objectives import make_objective
 
 
@@ -32,14 +32,26 @@ def estimate_elbo(
     total = 0.0
     for start in range(0, x.shape[0], batch_size):
         chunk = x[start : start + batch_size]
-        total -= elbo.loss(model, guide, chunk) / _observed_scale(model, guide, chunk)
+        observed = ObservedScale()
+        total -= elbo.loss(observed(model), guide, chunk) / observed.value()
     return total / x.shape[0]
 
 
-def _observed_scale(model: Callable, guide: Callable, x: torch.Tensor) -> float:
-    """The scale Pyro applies to the model's first observed site (1 unless a plate
-    subsamples itself)."""
-    with pyro.validation_enabled(False):
-        _, model_trace = trace_pair(model, guide, x)
-    name = observed_sites(model_trace)[0]
-    return float(model_trace.nodes[name]["scale"])
+class ObservedScale(Messenger):
+    """Records the scale Pyro applies to the model's first observed site while the model
+    runs under an objective: 1 unless a plate subsamples itself (then N / B). Read from
+    the objective's own run of the model, so it costs no second pass over the data."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale: float | None = None
+
+    def _postprocess_message(self, msg):
+        # after every handler's _process_message: the plates' scaling is applied by now
+        if self.scale is None and msg["type"] == "sample" and msg["is_observed"]:
+            self.scale = float(msg["scale"])
+
+    def value(self) -> float:
+        if self.scale is None:
+            raise PyrovaeError("the model has no observed site: nothing to estimate an ELBO of")
+        return self.scale

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from pyrovae.evaluate import estimate_elbo
 from pyrovae.train import find_data_plate, fit
 
 
@@ -84,3 +85,28 @@ def test_a_pair_without_a_plate_over_the_rows_is_refused(digits):
 
     with pytest.raises(ValueError, match="cannot tell which plate runs over the"):
         fit(model, guide, digits, epochs=1, progress=False)
+
+
+def test_held_out_elbo_divides_out_a_self_scaling_plate_in_every_chunk(digits):
+    """estimate_elbo reads the observed site's scale from the objective's own run: with a
+    plate of full size N over chunks of 7 rows (and a last chunk of 1), the per-point ELBO
+    equals the one of the same networks under an unscaled plate, draw for draw."""
+    x = digits.test[:15]
+    scaled = Pair(subsample_plate(1000), "held_out")
+    unscaled = Pair(rows_plate, "held_out")
+    unscaled.dec, unscaled.enc = scaled.dec, scaled.enc
+    values = []
+    for pair in (scaled, unscaled):
+        pyro.set_rng_seed(5)
+        values.append(estimate_elbo(pair.model, pair.guide, x, batch_size=7))
+    assert values[0] == pytest.approx(values[1], rel=1e-5)
+    assert -64 < values[1] < 0
+
+
+def test_held_out_elbo_needs_an_observed_site():
+    def model(x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    with pytest.raises(ValueError, match="no observed site"):
+        estimate_elbo(model, model, torch.zeros(3))
