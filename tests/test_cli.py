@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from pyrovae.cli import main
 
@@ -202,6 +203,14 @@ def test_compare_writes_every_promised_file(tmp_path, capsys):
         assert row["avg KL"] == pytest.approx(row["I(x;z)"] + row["marginal KL"])
     report = (out / "report.md").read_text()
     assert "| mixture" in report and "![khat](khat.png)" in report
+    # each run paired to the first, image by image, from the per-image values it saved
+    saved = json.loads((out / "results.json").read_text())
+    log_px = {k: torch.tensor(v, dtype=torch.float64) for k, v in saved["test_log_px"].items()}
+    diff = log_px["full"] - log_px["diagonal"]
+    full = next(p for p in saved["paired_to_first"] if p["run"] == "full")
+    assert full["summed difference"] == pytest.approx(diff.sum().item(), abs=1e-3)
+    assert full["se"] == pytest.approx(diff.std().item() * len(diff) ** 0.5, rel=1e-3)
+    assert "Paired to diagonal" in printed and "full - diagonal:" in report
 
 
 def test_compare_rejects_unknown_guides(capsys):

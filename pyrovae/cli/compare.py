@@ -160,18 +160,20 @@ def run(args: argparse.Namespace) -> None:
         {n: r.log_px.cpu().numpy() for n, r in results.items()}, args.num_samples
     )[["rank", "elpd", "elpd_diff", "dse", "weight"]]
     figures = write_figures(out, data, test, results, curves, trained, ranking, args)
+    paired = paired_to_first({n: r.log_px.cpu() for n, r in results.items()})
     save_json(
         {
             "rows": rows,
             "ranking": ranking.reset_index(names="run").to_dict("records"),
             # per test image, for paired comparisons of any two runs
             "test_log_px": {n: r.log_px.cpu().tolist() for n, r in results.items()},
+            "paired_to_first": paired,
             "skipped": skipped,
             "settings": vars_for_json(args),
         },
         out / "results.json",
     )
-    write_report(out / "report.md", rows, ranking, figures, args, data.name, skipped)
+    write_report(out / "report.md", rows, ranking, figures, args, data.name, skipped, paired)
     print(
         f"{data.name}: {len(rows)} runs, {args.epochs} epochs, {args.objective}; "
         f"nats per data point; test log p(x) from {args.num_samples} importance samples"
@@ -181,7 +183,35 @@ def run(args: argparse.Namespace) -> None:
     print(format_table(rows, SHOWN))
     print("ArviZ compare on summed test log p(x) (elpd_diff +/- dse, paired over images):")
     print(ranking.round(3).to_string())
+    for line in paired_lines(paired):
+        print(line)
     print(f"report, figures and DataTrees in {out}/")
+
+
+def paired_to_first(log_px: dict[str, torch.Tensor]) -> list[dict]:
+    """Each run's test log p(x) minus the first run's, image by image: the summed
+    difference (nats over the test images) and its standard error sqrt(n) * sd(diff)."""
+    names = list(log_px)
+    first = log_px[names[0]]
+    paired = []
+    for name in names[1:]:
+        diff = (log_px[name] - first).double()
+        se = math.sqrt(len(diff)) * diff.std().item() if len(diff) > 1 else float("nan")
+        paired.append(
+            {"run": name, "baseline": names[0], "summed difference": diff.sum().item(), "se": se}
+        )
+    return paired
+
+
+def paired_lines(paired: list[dict]) -> list[str]:
+    if not paired:
+        return []
+    lines = [f"Paired to {paired[0]['baseline']} (test log p(x) summed over images, +/- se):"]
+    for p in paired:
+        lines.append(
+            f"  {p['run']} - {p['baseline']}: {p['summed difference']:+.1f} +/- {p['se']:.1f}"
+        )
+    return lines
 
 
 def write_figures(out: Path, data, test, results, curves, pairs, ranking, args) -> list[Path]:
@@ -224,7 +254,9 @@ def vars_for_json(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if k != "run"}
 
 
-def write_report(path: Path, rows, ranking, figures, args, dataset: str, skipped=()) -> None:
+def write_report(
+    path: Path, rows, ranking, figures, args, dataset: str, skipped=(), paired=()
+) -> None:
     lines = [
         f"# pyrovae compare: {dataset}",
         "",
@@ -250,6 +282,8 @@ def write_report(path: Path, rows, ranking, figures, args, dataset: str, skipped
         "error of the paired difference to the best guide):",
         "",
         "```\n" + ranking.round(3).to_string() + "\n```",
+        "",
+        *paired_lines(list(paired)),
         "",
         "Posterior correlation found (mean |off-diagonal corr| of q(z|x)): "
         + ", ".join(f"{r['run']}: {r['mean_abs_corr']:.3f}" for r in rows),
