@@ -15,10 +15,7 @@ class BernoulliLogits(dist.Bernoulli):
     an S = 5,000 log p(x) estimate on Fashion-MNIST (``benchmarks/iwae_eval.py``)."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        if self._validate_args:
-            self._validate_sample(value)
-        logits, value = torch.broadcast_tensors(self.logits, value)
-        return binary_cross_entropy_with_logits(logits, value, reduction="none").neg_()
+        return _cross_entropy(self, value).neg_()
 
     def to_event(self, reinterpreted_batch_ndims: int | None = None) -> dist.Independent:
         if reinterpreted_batch_ndims is None:
@@ -34,9 +31,14 @@ class SummedBernoulliLogits(dist.Independent):
     one in the backward pass) instead of one per pixel."""
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        base = self.base_dist
-        if base._validate_args:
-            base._validate_sample(value)
-        logits, value = torch.broadcast_tensors(base.logits, value)
-        bce = binary_cross_entropy_with_logits(logits, value, reduction="none")
+        bce = _cross_entropy(self.base_dist, value)
         return -bce.sum(tuple(range(-self.reinterpreted_batch_ndims, 0)))
+
+
+def _cross_entropy(bernoulli: BernoulliLogits, value: torch.Tensor) -> torch.Tensor:
+    """Elementwise BCE(logits, value) = -log p(value | logits), nats, broadcast; the
+    value's support is checked when the distribution validates its arguments."""
+    if bernoulli._validate_args:
+        bernoulli._validate_sample(value)
+    logits, value = torch.broadcast_tensors(bernoulli.logits, value)
+    return binary_cross_entropy_with_logits(logits, value, reduction="none")

@@ -70,7 +70,7 @@ from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
-from .step import SVIStep, use_fused_kernel
+from .step import SVIStep, sum_of_entries, use_fused_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -294,9 +294,8 @@ def _non_finite_state(step: SVIStep) -> str | None:
         for key, value in step.optimizer.state.get(p, {}).items():
             if torch.is_tensor(value) and value.is_floating_point():
                 tensors[f"the optimizer's {key} of {name!r}"] = value
-    device = step.params[0].device
-    total = torch.stack([t.detach().sum().float().to(device) for t in tensors.values()])
-    if bool(torch.isfinite(total.sum())):
+    like = step.params[0].new_zeros((), dtype=torch.float32)
+    if math.isfinite(sum_of_entries(list(tensors.values()), like).item()):
         return None
     for label, value in tensors.items():
         if not bool(torch.isfinite(value).all()):

@@ -22,6 +22,12 @@ from .objectives import DATA_PLATE, SiteScale, make_objective
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
+def has_fused_adam(params) -> bool:
+    """Whether PyTorch's fused Adam kernel takes every tensor of ``params``: floating
+    point, on a device in :data:`FUSED_ADAM_DEVICES`."""
+    return all(p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params)
+
+
 def make_adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.Adam:
     """``torch.optim.Adam`` on ``params``, fused where PyTorch has the kernel.
 
@@ -29,11 +35,7 @@ def make_adam(params: list[torch.Tensor], learning_rate: float) -> torch.optim.A
     pass where the default runs about ten elementwise kernels per tensor.
     ``benchmarks/fit_epoch.py`` times both against a hand-written epoch. Other devices or
     non-floating tensors get the default implementation."""
-    fused = all(
-        p.is_floating_point() and not p.is_complex() and p.device.type in FUSED_ADAM_DEVICES
-        for p in params
-    )
-    return torch.optim.Adam(params, lr=learning_rate, fused=fused or None)
+    return torch.optim.Adam(params, lr=learning_rate, fused=has_fused_adam(params) or None)
 
 
 def use_fused_kernel(optimizer: torch.optim.Optimizer) -> None:
@@ -42,9 +44,7 @@ def use_fused_kernel(optimizer: torch.optim.Optimizer) -> None:
     keeps its step counts as float32 tensors on the parameters' device."""
     for group in optimizer.param_groups:
         params = group["params"]
-        if group.get("fused") or not all(
-            p.is_floating_point() and p.device.type in FUSED_ADAM_DEVICES for p in params
-        ):
+        if group.get("fused") or not has_fused_adam(params):
             continue
         group["fused"] = True
         for p in params:
@@ -226,7 +226,16 @@ class SVIStep:
         up past the dtype's range, about 3e38 in float32: a divergence in its own right).
         Summed in the gradients' own dtype: a float64 upcast copies every gradient, a
         cost ``benchmarks/fit_epoch.py`` showed on every step."""
-        sums = [p.grad.sum() for p in self.params if p.grad is not None]
-        gradient_sum = torch.stack(sums).sum() if sums else loss.new_zeros(())
-        value, total = torch.stack([loss.detach(), gradient_sum.to(loss.dtype)]).tolist()
+        gradient_sum = sum_of_entries([p.grad for p in self.params if p.grad is not None], loss)
+        value, total = torch.stack([loss.detach(), gradient_sum]).tolist()
         return value, total
+
+
+def sum_of_entries(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """The sum of every entry of ``tensors`` as one scalar with ``like``'s dtype and device
+    (zero for no tensors), for a single host read. It is non-finite exactly when some
+    entry is NaN or infinite, or when finite entries add up past the dtype's range."""
+    if not tensors:
+        return like.new_zeros(())
+    sums = [t.detach().sum().to(like.device, like.dtype) for t in tensors]
+    return torch.stack(sums).sum()
