@@ -20,7 +20,6 @@ Without Debian's dataset-fashion-mnist it uses random gray images of the same sh
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -33,10 +32,9 @@ from guides import build_guide
 from models import build_vae
 from pyrovae import fit
 from pyrovae.data import FASHION_MNIST_DIR, load_dataset, make_splits
-from pyrovae.train.step import FUSED_ADAM_DEVICES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
-from common import hand_written_negative_elbo  # noqa: E402
+from common import HandWrittenVAE, hand_written_references, paired_ratios  # noqa: E402
 
 
 def load_splits(train_size: int, validation_size: int):
@@ -52,19 +50,8 @@ def load_splits(train_size: int, validation_size: int):
     return splits, source
 
 
-class ReferenceEpoch:
+class ReferenceEpoch(HandWrittenVAE):
     """The same epoch written by hand with the same networks and the same optimizer."""
-
-    def __init__(self, encoder, head, decoder, lr, min_scale, latent_dim, fused):
-        self.encoder, self.head, self.decoder = encoder, head, decoder
-        self.min_scale, self.latent_dim = min_scale, latent_dim
-        params = [*encoder.parameters(), *head.parameters(), *decoder.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=lr, fused=fused or None)
-
-    def negative_elbo(self, x: torch.Tensor) -> torch.Tensor:
-        return hand_written_negative_elbo(
-            self.encoder, self.head, self.decoder, x, self.latent_dim, self.min_scale
-        )
 
     def __call__(self, splits, batch_size: int) -> float:
         train = splits.train
@@ -74,9 +61,7 @@ class ReferenceEpoch:
         for start in range(0, n, batch_size):
             x = torch.bernoulli(train[order[start : start + batch_size]])
             loss = self.negative_elbo(x) * (n / x.shape[0])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            self.step(loss)
             total += loss.detach() * x.shape[0] / n
         with torch.no_grad():
             validation = sum(
@@ -107,19 +92,7 @@ def main(args: argparse.Namespace) -> float:
     hidden = (300, 300)
     model = build_vae(784, args.latent_dim, hidden, activation="gated").to(args.device)
     guide = build_guide(784, args.latent_dim, "diagonal", hidden, "gated").to(args.device)
-    fused = args.device.split(":")[0] in FUSED_ADAM_DEVICES
-    references = {
-        f"hand-written, {name}": ReferenceEpoch(
-            copy.deepcopy(guide.encoder),
-            copy.deepcopy(guide.head.linear),
-            copy.deepcopy(model.decoder),
-            args.lr,
-            guide.head.min_scale,
-            args.latent_dim,
-            fused=kernel,
-        )
-        for name, kernel in (("default Adam", False), ("fused Adam", fused))
-    }
+    references = hand_written_references(ReferenceEpoch, model, guide, args.lr)
     config = dict(
         objective="TraceMeanField_ELBO",
         batch_size=args.batch_size,
@@ -157,13 +130,7 @@ def main(args: argparse.Namespace) -> float:
     for name in ("pyrovae fit", *references):
         print(f"  {name + ', per epoch:':40s} {median[name]:.3f} s")
     print(f"  {'fit setup per call (checks):':40s} {median['setup']:.3f} s")
-    # the median of per-round ratios: a slow spell of the machine hits both sides of a pair
-    ratios = {
-        name: statistics.median(
-            a / b for a, b in zip(per_epoch["pyrovae fit"], per_epoch[name], strict=True)
-        )
-        for name in references
-    }
+    ratios = paired_ratios(per_epoch["pyrovae fit"], {name: per_epoch[name] for name in references})
     for name, ratio in ratios.items():
         print(f"  ratio pyrovae / {name + ':':25s} {ratio:.3f}")
     return ratios["hand-written, fused Adam"]

@@ -16,7 +16,6 @@ reference; lower is better).
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 from pathlib import Path
@@ -27,33 +26,24 @@ import torch
 from guides import build_guide
 from models import build_vae
 from pyrovae.train import SVIStep
-from pyrovae.train.step import FUSED_ADAM_DEVICES
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
-from common import hand_written_negative_elbo, load_batch, time_steps  # noqa: E402
+from common import (  # noqa: E402
+    HandWrittenVAE,
+    hand_written_references,
+    load_batch,
+    paired_ratios,
+    time_steps,
+)
 
 
-class ReferenceStep:
+class ReferenceStep(HandWrittenVAE):
     """The same ELBO written by hand: -sum_n [log p(x_n|z_n) - KL(q(z|x_n) || N(0, I))] N/B."""
 
-    def __init__(self, encoder, head, decoder, lr, min_scale, fused):
-        self.encoder, self.head, self.decoder = encoder, head, decoder
-        self.min_scale = min_scale
-        params = [*encoder.parameters(), *head.parameters(), *decoder.parameters()]
-        self.optimizer = torch.optim.Adam(params, lr=lr, fused=fused or None)
-
     def __call__(self, x: torch.Tensor, data_scale: float) -> float:
-        loss = data_scale * hand_written_negative_elbo(
-            self.encoder, self.head, self.decoder, x, loc_dim(self.head), self.min_scale
-        )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
+        loss = data_scale * self.negative_elbo(x)
+        self.step(loss)
         return loss.item()
-
-
-def loc_dim(head: torch.nn.Linear) -> int:
-    return head.out_features // 2
 
 
 def main(args: argparse.Namespace) -> float:
@@ -61,18 +51,7 @@ def main(args: argparse.Namespace) -> float:
     x, n_train, source = load_batch(args.batch_size, args.device)
     model = build_vae(784, args.latent_dim, (args.hidden,)).to(args.device)
     guide = build_guide(784, args.latent_dim, "diagonal", (args.hidden,)).to(args.device)
-    fused = args.device.split(":")[0] in FUSED_ADAM_DEVICES
-    references = {
-        f"hand-written, {name}": ReferenceStep(
-            copy.deepcopy(guide.encoder),
-            copy.deepcopy(guide.head.linear),
-            copy.deepcopy(model.decoder),
-            args.lr,
-            guide.head.min_scale,
-            fused=kernel,
-        )
-        for name, kernel in (("default Adam", False), ("fused Adam", fused))
-    }
+    references = hand_written_references(ReferenceStep, model, guide, args.lr)
     pyrovae_step = SVIStep(model, guide, "TraceMeanField_ELBO", args.lr)
     scale = n_train / args.batch_size
 
@@ -96,11 +75,7 @@ def main(args: argparse.Namespace) -> float:
     )
     for name, seconds in median.items():
         print(f"  {name + ':':38s} {seconds * 1e3:.3f} ms/step")
-    # the median of per-round ratios: a slow spell of the machine hits both sides of a pair
-    ratios = {
-        name: statistics.median(a / b for a, b in zip(times[ours], times[name], strict=True))
-        for name in references
-    }
+    ratios = paired_ratios(times[ours], {name: times[name] for name in references})
     for name, ratio in ratios.items():
         print(f"  ratio pyrovae / {name + ':':25s} {ratio:.3f}")
     return ratios["hand-written, fused Adam"]
