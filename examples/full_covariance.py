@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import pyro
@@ -78,9 +77,7 @@ def compare_families(args: argparse.Namespace) -> list[dict]:
         per_image[family] = evaluate.elbo(model, guide, splits.test, num_samples=20).cpu()
     first = per_image[args.families[0]]
     for row in rows:
-        difference = per_image[row["family"]] - first
-        row["vs first"] = difference.mean().item()
-        row["+/- se"] = (difference.std() / math.sqrt(len(difference))).item()
+        row["vs first"], row["+/- se"] = evaluate.paired_difference(per_image[row["family"]], first)
     return rows
 
 

@@ -89,9 +89,8 @@ def main(args: argparse.Namespace) -> list[dict]:
             }
         )
     for row in rows:
-        diff = log_px[row["model"]] - log_px["vae"]
-        row["vs vae"] = diff.mean().item()
-        row["+/- dse"] = (diff.std() / math.sqrt(len(diff))).item()
+        pair = evaluate.paired_difference(log_px[row["model"]], log_px["vae"])
+        row["vs vae"], row["+/- dse"] = pair
     print(
         f"{data.name}: prior {args.prior}, d = {args.latent_dim} per layer, {args.epochs} "
         f"epochs, log p(x) from {args.num_samples} importance samples; nats per image"

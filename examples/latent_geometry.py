@@ -166,9 +166,9 @@ def main(args: argparse.Namespace) -> list[dict]:
     )
     reference = args.configs[0]
     for row in rows:  # paired difference to the first configuration, same test images
-        diff = (log_px[row["configuration"]] - log_px[reference]).cpu().numpy()
-        row[f"vs {reference}"] = float(diff.mean())
-        row["+/- dse"] = float(diff.std(ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+        mean, se = evaluate.paired_difference(log_px[row["configuration"]], log_px[reference])
+        row[f"vs {reference}"] = mean
+        row["+/- dse"] = se if len(test) > 1 else 0.0
     print(
         f"{data.name}: d = {args.latent_dim}, {args.epochs} epochs (warm-up {args.warmup_epochs}), "
         f"{len(test)} test images, log p(x) from {args.num_samples} importance samples; nats"

@@ -195,10 +195,10 @@ def paired_to_first(log_px: dict[str, torch.Tensor]) -> list[dict]:
     first = log_px[names[0]]
     paired = []
     for name in names[1:]:
-        diff = (log_px[name] - first).double()
-        se = math.sqrt(len(diff)) * diff.std().item() if len(diff) > 1 else float("nan")
+        mean, se = evaluate.paired_difference(log_px[name], first)
+        n = len(first)
         paired.append(
-            {"run": name, "baseline": names[0], "summed difference": diff.sum().item(), "se": se}
+            {"run": name, "baseline": names[0], "summed difference": n * mean, "se": n * se}
         )
     return paired
 

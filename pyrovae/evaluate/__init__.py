@@ -17,7 +17,12 @@ from .estimators import (
 from .importance import SiteLogProbs, log_weights, site_log_probs
 from .objective import estimate_elbo
 from .sites import conditioned_log_prob, draw_latents, has_latent_parents
-from .summaries import correlation_summary, count_parameters, posterior_correlation
+from .summaries import (
+    correlation_summary,
+    count_parameters,
+    paired_difference,
+    posterior_correlation,
+)
 
 __all__ = [
     "KLDecomposition",
@@ -27,6 +32,7 @@ __all__ = [
     "clustering_accuracy",
     "conditioned_log_prob",
     "correlation_summary",
+    "paired_difference",
     "draw_latents",
     "has_latent_parents",
     "aggregate_log_density",

@@ -1,7 +1,9 @@
-"""Summaries of a guide: its size and the posterior correlation it finds."""
+"""Summaries of a guide: its size and the posterior correlation it finds; and the paired
+difference of two per-image figures, which every comparison of pairs reports."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyro
@@ -12,6 +14,16 @@ from torch import nn
 from pyrovae.checks import latent_sites
 from pyrovae.distributions import draw
 from pyrovae.errors import PyrovaeError
+
+
+def paired_difference(values: torch.Tensor, baseline: torch.Tensor) -> tuple[float, float]:
+    """(mean of values - baseline over the same items, its standard error sd / sqrt(n)):
+    e.g. two pairs' test log p(x) image by image, nats per image. The standard error is
+    NaN for fewer than two items; n times both gives the summed difference and its se."""
+    diff = (values - baseline).double()
+    n = diff.numel()
+    se = (diff.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+    return diff.mean().item(), se
 
 
 def count_parameters(module: nn.Module) -> int:
