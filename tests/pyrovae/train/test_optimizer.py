@@ -95,8 +95,8 @@ def test_the_non_finite_tensor_is_named(digits):
 
 
 @pytest.mark.parametrize("value", [float("nan"), float("-inf")])
-def test_a_non_finite_step_count_is_not_mistaken_for_state(digits, value):
-    """Integers and step counters are state too; only floating tensors are summed."""
+def test_nan_and_minus_infinity_in_adams_moments_are_found(digits, value):
+    """A moment that went NaN or -inf is named, with the step counts summed beside it."""
     pyro.clear_param_store()
     step = SVIStep(build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,)))
     with pyro.validation_enabled(False):
