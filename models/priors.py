@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyrovae import supports
-from pyrovae.distributions import HypersphericalUniform, SharedComponentMixture
+from pyrovae.distributions import HypersphericalUniform, SharedComponentMixture, StandardNormal
 from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import builder_options, check_options
 
@@ -67,10 +67,13 @@ class StandardNormalPrior(nn.Module):
         super().__init__()
         self.latent_dim = latent_dim
         self.register_buffer("loc", torch.zeros(latent_dim))
+        # unused by forward (StandardNormal makes its own ones); kept so that checkpoints
+        # written before StandardNormal load unchanged
         self.register_buffer("scale", torch.ones(latent_dim))
 
     def forward(self) -> dist.Distribution:
-        return dist.Normal(self.loc, self.scale).to_event(1)
+        # a Normal(0, 1) whose KL from a Normal guide takes the standard-normal closed form
+        return StandardNormal(self.loc).to_event(1)
 
 
 @register_prior("mog")

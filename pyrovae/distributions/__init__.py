@@ -1,6 +1,7 @@
 """Distributions and KL registrations that Pyro/torch lack. Importing registers the KLs.
 
-One file per distribution: :class:`VonMisesFisher`, :class:`PowerSpherical`,
+One file per distribution: :class:`StandardNormal` (N(0, 1) with its own closed-form
+KL), :class:`VonMisesFisher`, :class:`PowerSpherical`,
 :class:`HypersphericalUniform` (on the unit sphere), :class:`SharedComponentMixture` (the
 mixture-of-Gaussians prior and the VampPrior); ``bessel`` has log I_nu and I_{nu+1}/I_nu in
 pure torch; ``kl`` the closed-form KLs.
@@ -12,6 +13,7 @@ from .kl import (
     draw,
     kl_lowrank_diag_normal,
     kl_mvn_diag_normal,
+    kl_normal_standard_normal,
     kl_path,
     kl_power_spherical_uniform,
     kl_vmf_uniform,
@@ -19,17 +21,20 @@ from .kl import (
 from .mixture import SharedComponentMixture
 from .power_spherical import PowerSpherical
 from .sphere import log_sphere_area
+from .standard_normal import StandardNormal
 from .von_mises_fisher import VonMisesFisher
 
 __all__ = [
     "HypersphericalUniform",
     "PowerSpherical",
     "SharedComponentMixture",
+    "StandardNormal",
     "VonMisesFisher",
     "bessel_ratio",
     "draw",
     "kl_lowrank_diag_normal",
     "kl_mvn_diag_normal",
+    "kl_normal_standard_normal",
     "kl_path",
     "kl_power_spherical_uniform",
     "kl_vmf_uniform",

@@ -3,6 +3,7 @@
 Registered with ``torch.distributions.kl.register_kl`` so ``kl_divergence`` (and hence
 ``TraceMeanField_ELBO``) uses them:
 
+- KL(Normal(m, s) || StandardNormal): 1/2 (s^2 + m^2 - 1) - log s per coordinate
 - KL(MultivariateNormal(mu, L L^T) || Normal(m, s).to_event(1))
 - KL(LowRankMultivariateNormal(mu, W W^T + diag(D)) || Normal(m, s).to_event(1))
 
@@ -30,6 +31,7 @@ from torch.distributions import (
 from .hyperspherical_uniform import HypersphericalUniform
 from .power_spherical import PowerSpherical
 from .sphere import log_sphere_area
+from .standard_normal import StandardNormal
 from .von_mises_fisher import VonMisesFisher
 
 
@@ -54,6 +56,14 @@ def _kl_gaussian_diag(
     d = loc_q.shape[-1]
     logdet_p = 2 * scale_p.log().sum(-1)
     return 0.5 * (trace_term + mahalanobis - d + logdet_p - logdet_q)
+
+
+@register_kl(Normal, StandardNormal)
+def kl_normal_standard_normal(q: Normal, p: StandardNormal) -> torch.Tensor:
+    """KL(N(m, s^2) || N(0, 1)) = 1/2 (s^2 + m^2 - 1) - log s per coordinate (nats), the
+    batch shape broadcast with ``p``'s."""
+    kl = 0.5 * (q.scale.pow(2) + q.loc.pow(2) - 1) - q.scale.log()
+    return kl.expand(torch.broadcast_shapes(kl.shape, p.batch_shape))
 
 
 @register_kl(MultivariateNormal, Independent)

@@ -40,6 +40,21 @@ def test_every_prior_gives_a_distribution_on_its_declared_support(name):
     assert wide.log_prob(z[:15].reshape(3, 5, D)).shape == (3, 5)
 
 
+def test_the_standard_prior_is_n01_and_keeps_its_checkpointed_buffers():
+    """It returns the StandardNormal that carries the short KL, with N(0, I)'s density,
+    and its state dict keeps the ``scale`` buffer, so checkpoints written before load."""
+    from pyrovae.distributions import StandardNormal
+
+    prior, _ = build("standard")
+    p = prior()
+    assert isinstance(p.base_dist, StandardNormal)
+    z = torch.randn(6, D)
+    np.testing.assert_allclose(
+        p.log_prob(z).numpy(), scipy.stats.norm.logpdf(z.numpy()).sum(-1), rtol=1e-5
+    )
+    assert set(prior.state_dict()) == {"loc", "scale"}
+
+
 @pytest.mark.parametrize("name", sorted(PRIORS))
 def test_unknown_options_are_refused_naming_the_valid_ones(name):
     valid = [o.name for o in prior_options(name)]

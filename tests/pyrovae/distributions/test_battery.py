@@ -23,6 +23,7 @@ from pyrovae.distributions import (
     HypersphericalUniform,
     PowerSpherical,
     SharedComponentMixture,
+    StandardNormal,
     VonMisesFisher,
     log_sphere_area,
 )
@@ -149,6 +150,12 @@ ROWS = [
         dirichlet_oracle,
         lambda q: Dirichlet(torch.ones(4, dtype=F64)),
         ("concentration",),
+    ),
+    Row(
+        "standard-normal",
+        lambda: StandardNormal(torch.zeros(3, 2, dtype=F64)).to_event(1),
+        lambda q, z: scipy.stats.norm.logpdf(z.numpy()).sum(-1),
+        lambda q: StandardNormal(torch.zeros(2, dtype=F64)).to_event(1),
     ),
     Row(
         "mixture-of-normals",
@@ -304,5 +311,6 @@ def test_every_added_distribution_has_a_row():
         for obj in vars(module).values()
         if isinstance(obj, type) and issubclass(obj, torch.distributions.Distribution)
     }
-    covered = {type(row.make()) for row in ROWS}
+    made = [row.make() for row in ROWS]
+    covered = {type(q) for q in made} | {type(q.base_dist) for q in made if hasattr(q, "base_dist")}
     assert added <= covered, f"add rows for {added - covered}"

@@ -1,9 +1,11 @@
+import math
+
 import pyro.distributions as dist
 import pytest
 import torch
 from torch.distributions import kl_divergence
 
-from pyrovae.distributions import kl_path
+from pyrovae.distributions import StandardNormal, kl_path
 
 
 def random_prior(d, batch=()):
@@ -59,3 +61,27 @@ def test_non_normal_base_falls_back_to_monte_carlo():
     assert kl_path(q, random_prior(3)) == "analytic"
     mixture = dist.MixtureOfDiagNormals(torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2))
     assert kl_path(mixture, random_prior(3)) == "monte-carlo"
+
+
+def test_standard_normal_kl_equals_torchs_normal_normal_kl_in_value_and_gradient():
+    """KL(q || StandardNormal) takes the short closed form; it must agree with torch's
+    general Normal-Normal KL against N(0, 1), in value and in gradients, also after the
+    expand a plate applies and through to_event (the shape the VAE's prior site has)."""
+    torch.manual_seed(0)
+    loc = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    scale = (torch.rand(4, 3, dtype=torch.float64) + 0.05).requires_grad_()
+    q = dist.Normal(loc, scale).to_event(1)
+    standard = StandardNormal(torch.zeros(3, dtype=torch.float64)).to_event(1).expand((4,))
+    assert isinstance(standard.base_dist, StandardNormal)
+    general = dist.Normal(torch.zeros(3, dtype=torch.float64), 1.0).to_event(1).expand((4,))
+    ours, theirs = kl_divergence(q, standard), kl_divergence(q, general)
+    assert ours.shape == (4,)
+    torch.testing.assert_close(ours, theirs)
+    ours_grads = torch.autograd.grad(ours.sum(), (loc, scale))
+    theirs_grads = torch.autograd.grad(theirs.sum(), (loc, scale))
+    for a, b in zip(ours_grads, theirs_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    # broadcast: one q against a prior with a batch of its own
+    one = dist.Normal(torch.tensor(0.5), torch.tensor(2.0))
+    wide = kl_divergence(one, StandardNormal(torch.zeros(5)))
+    torch.testing.assert_close(wide, torch.full((5,), 0.5 * (4 + 0.25 - 1) - math.log(2.0)))
