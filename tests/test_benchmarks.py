@@ -23,6 +23,10 @@ CHEAP_RUNS = {
         *("--rounds", "1", "--epochs", "2", "--train-size", "200", "--validation-size", "100"),
     ],
     "guide_families.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
+    "vamp_prior.py": [
+        *("--rounds", "1", "--repeats", "1", "--components", "8", "--latent-dim", "3"),
+        *("--batch", "5", "--eval-values", "200"),
+    ],
     "vmf_sampler.py": [*TINY, "--dims", "3", "--batch-size", "8", "--kl-batch", "8"],
 }
 

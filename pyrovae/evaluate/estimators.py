@@ -16,6 +16,7 @@ import torch
 
 from pyrovae.checks import latent_sites, observed_sites, trace_pair
 from pyrovae.data import check_data
+from pyrovae.denormals import flushed_denormals
 from pyrovae.errors import PyrovaeError
 
 from .importance import (
@@ -70,9 +71,15 @@ def log_likelihood(
     a lower bound in expectation (the IWAE bound with k = S) that tightens as S grows;
     S = 5,000 is the protocol behind published VAE log-likelihoods. Discrete guide sites
     marked for enumeration are summed out exactly (S draws of z for each of their values).
-    Memory is bounded by ``sample_chunk x batch_size`` draws.
+    Memory is bounded by ``sample_chunk x batch_size`` draws. On the CPU, subnormal floats
+    are flushed to zero meanwhile (:mod:`pyrovae.denormals`).
     """
     check_data(x, "x")
+    with flushed_denormals(x.device):
+        return _log_likelihood(model, guide, x, num_samples, batch_size, sample_chunk)
+
+
+def _log_likelihood(model, guide, x, num_samples, batch_size, sample_chunk) -> torch.Tensor:
     if enumerated_guide_sites(guide, x):
         out = []
         for row in range(0, x.shape[0], batch_size):
