@@ -46,12 +46,12 @@ def multivariate_normal_log_probs(
     d, d)`` (nats).
 
     With A_k = L_k^{-1} (K triangular inverses, d x d each) the Mahalanobis term is
-    ``|A_k value - A_k loc_k|^2``: ONE ``(K d, d) x (d, n)`` matrix product for a chunk of n
+    ``||A_k value - A_k loc_k||^2``: ONE ``(K d, d) x (d, n)`` matrix product for a chunk of n
     values. torch's ``MultivariateNormal.log_prob`` instead copies the values to
     ``(..., K, d)`` and solves K batched triangular systems, several times slower forward
     and backward for a 500-component VampPrior (``benchmarks/vamp_prior.py``). The
     subtraction follows the projection, so the float32 rounding of the projected value is
-    about 1.2e-7 * |A_k value|, proportional to 1 / (the components' scale); the tests
+    about ``1.2e-7 * ||A_k value||``, proportional to 1 / (the components' scale); the tests
     check it against float64 down to a scale of 1e-3. Memory: K d ``VALUE_CHUNK`` floats.
     """
     k, d = loc.shape
