@@ -222,11 +222,11 @@ class SVIStep:
 
     def _loss_and_gradient_sum(self, loss: torch.Tensor) -> tuple[float, float]:
         """(loss, sum of every gradient entry), read together in one host sync. The sum is
-        non-finite exactly when some entry is NaN or infinite (or when finite entries add
-        up past the dtype's range, about 3e38 in float32: a divergence in its own right).
-        Summed per tensor in the gradients' own dtype and stacked with the loss: a float64
-        upcast copies every gradient, and a second stack costs a few dozen microseconds
-        per step, costs ``benchmarks/fit_epoch.py`` measured."""
+        non-finite exactly when some entry is NaN or infinite (or when one tensor's finite
+        entries add up past its dtype's range, about 3e38 in float32: a divergence in its
+        own right). Summed per tensor in the gradients' own dtype (a float64 upcast copies
+        every gradient, a cost ``benchmarks/fit_epoch.py`` showed), stacked with the loss
+        in one stack, and the per-tensor sums added on the host."""
         grads = [p.grad for p in self.params if p.grad is not None]
         value, *gradient_sums = entry_sums([loss, *grads], loss).tolist()
         return value, sum(gradient_sums)
