@@ -89,6 +89,13 @@ def build_pair(label: str, data_dim: int):
     return model, guide
 
 
+def _stopped_early(saved) -> bool:
+    """Whether the checkpointed run has stopped early; from its early-stopping monitor too,
+    since checkpoints written before the loop recorded the stop say it is still running."""
+    bad_epochs = saved.monitors["early_stopping"]["bad_epochs"]
+    return saved.history["stopped_early"] or bad_epochs >= PROTOCOL["patience"]
+
+
 def train_pair(label: str, data, args) -> dict:
     folder = Path(args.out) / label.replace(":", "-")
     checkpoint = folder / "checkpoint.pt"
@@ -97,7 +104,7 @@ def train_pair(label: str, data, args) -> dict:
     done, stopped = 0, False
     if checkpoint.exists():
         saved = load_checkpoint(checkpoint)
-        done, stopped = saved.epoch, saved.history["stopped_early"]
+        done, stopped = saved.epoch, _stopped_early(saved)
     finished = stopped or done >= MAX_EPOCHS
     if not finished and args.epoch_budget > 0:
         target = min(done + args.epoch_budget, MAX_EPOCHS)
@@ -123,6 +130,10 @@ def train_pair(label: str, data, args) -> dict:
         "finished": finished,
         "best epoch": saved.monitors["early_stopping"]["best_epoch"],
         "validation ELBO": saved.history["validation_elbo"][-1],
+        # early stopping's best (None while the warm-up lasts: it starts at beta = 1)
+        "best validation ELBO": saved.monitors["early_stopping"]["best_value"]
+        if saved.monitors["early_stopping"]["best_epoch"] is not None
+        else None,
         "seconds per epoch": sum(saved.history["seconds"]) / max(len(saved.history["seconds"]), 1),
         "peak RSS after training (MB)": round(peak_rss_mb),
     }
@@ -160,10 +171,13 @@ def main(args: argparse.Namespace) -> float:
     for row in rows:
         figure = row.get("test log p(x)")
         shown = f"{figure:.2f} +/- {row['+/- se']:.2f}" if figure is not None else "not evaluated"
+        best = ""
+        if row["best validation ELBO"] is not None:
+            best = f" (best {row['best validation ELBO']:.2f} at epoch {row['best epoch']})"
         print(
             f"  {row['pair']:22s} epochs {row['epochs']:4d} "
             f"({'finished' if row['finished'] else 'in progress'}), "
-            f"validation ELBO {row['validation ELBO']:.2f}, test log p(x) {shown}"
+            f"validation ELBO {row['validation ELBO']:.2f}{best}, test log p(x) {shown}"
         )
         print(
             f"    {row['seconds per epoch']:.1f} s per training epoch; peak RSS after "

@@ -503,6 +503,10 @@ def fit(
             for group in step.optimizer.param_groups:
                 group["lr"] = config.learning_rate
         start_epoch = ckpt.epoch + 1
+        if stopping.should_stop:  # the run had stopped early: nothing left to train
+            logger.info("%s stopped early at epoch %d: nothing to resume", resume, ckpt.epoch)
+            history.stopped_early = True
+            start_epoch = config.epochs + 1
 
     n_train = splits.train.shape[0]
     has_validation = splits.validation is not None
@@ -586,6 +590,8 @@ def fit(
             if has_validation and beta >= 1.0:
                 stopping.update(epoch, val, lambda: _capture(model, guide, step, optimizer=False))
                 history.best_epoch = stopping.best_epoch
+            # recorded before the checkpoint: the last checkpoint of a stopped run says so
+            history.stopped_early = stopping.should_stop
             if checkpoint is not None and (context is None or context.is_main):
                 Checkpoint(
                     epoch=epoch,
@@ -606,8 +612,7 @@ def fit(
                 ).save(checkpoint)
             if context is not None:
                 context.barrier()  # no process runs ahead of the checkpoint
-            if stopping.should_stop:
-                history.stopped_early = True
+            if history.stopped_early:
                 logger.info("early stop at epoch %d (best %s)", epoch, stopping.best_epoch)
                 break
             epoch += 1

@@ -138,6 +138,25 @@ def test_early_stopping_restores_the_best_epoch(digits, tmp_path):
     for name, tensor in guide.state_dict().items():
         assert torch.equal(tensor, best_guide[name]), name
     assert any(not torch.equal(t, saved.guide[n]) for n, t in guide.state_dict().items())
+    # the last checkpoint records the stop (it once said "still running"), and resuming
+    # a stopped run trains nothing more: it returns the same history and the best tensors
+    assert saved.history["stopped_early"] and saved.epoch == len(history.epoch)
+    model_b, guide_b = small_pair()
+    resumed = fit(
+        model_b,
+        guide_b,
+        digits,
+        epochs=40,
+        patience=2,
+        learning_rate=5e-2,
+        progress=False,
+        resume=path,
+        checkpoint=path,
+    )
+    assert resumed.stopped_early and resumed.epoch == history.epoch
+    assert load_checkpoint(path).epoch == saved.epoch
+    for name, tensor in guide_b.state_dict().items():
+        assert torch.equal(tensor, best_guide[name]), name
 
 
 def test_two_models_never_share_parameters(digits):
