@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import resource
 from pathlib import Path
@@ -154,6 +155,8 @@ def train_pair(label: str, data, args) -> dict:
 
 def main(args: argparse.Namespace) -> float:
     torch.set_num_threads(args.threads)
+    # one line per epoch (fit's INFO log), so a run of hours in the background shows progress
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     data = load_dataset("fashion-mnist", binarize="dynamic")
     if args.train_size is not None:  # smoke tests only: the protocol trains on all 50,000
         data.train = data.train[: args.train_size]

@@ -587,6 +587,15 @@ def fit(
             history.seconds.append(seconds)
             bar.update(1)
             bar.set_postfix(val_elbo=f"{val:.2f}", beta=f"{beta:.2f}")
+            logger.info(
+                "epoch %d: beta %.3g, training objective %.4g, validation ELBO %.4g nats per "
+                "point, %.1f s",
+                epoch,
+                beta,
+                objective,
+                val,
+                seconds,
+            )
             if has_validation and beta >= 1.0:
                 stopping.update(epoch, val, lambda: _capture(model, guide, step, optimizer=False))
                 history.best_epoch = stopping.best_epoch

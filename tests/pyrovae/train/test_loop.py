@@ -34,6 +34,15 @@ def test_training_improves_validation_elbo(digits, objective, device):
     assert len(history.epoch) == FAST["epochs"] and all(s > 0 for s in history.seconds)
 
 
+def test_each_epoch_is_logged_for_runs_without_a_progress_bar(digits, caplog):
+    model, guide = small_pair()
+    with caplog.at_level("INFO", logger="pyrovae.train.loop"):
+        history = fit(model, guide, digits, **{**FAST, "epochs": 2})
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(lines) == 2
+    assert f"validation ELBO {history.validation_elbo[1]:.4g}" in lines[1]
+
+
 def test_trace_and_meanfield_elbo_estimate_the_same_quantity(digits):
     model, guide = small_pair()
     fit(model, guide, digits, epochs=3, progress=False)
