@@ -45,6 +45,22 @@ def test_equal_to_torch_in_float64_values_and_gradients():
         torch.testing.assert_close(a.tril() if a.dim() == 3 else a, b.tril() if b.dim() == 3 else b)
 
 
+@pytest.mark.parametrize("trained", ["value", "loc", "scale_tril"])
+def test_a_gradient_through_any_one_input(trained):
+    # the projected block is updated in place only where autograd records nothing: each
+    # single input that needs a gradient must keep it off that path
+    torch.manual_seed(4)
+    loc, scale_tril = components(4, 3, 0.5)
+    inputs = {"value": torch.randn(5, 3, dtype=F64), "loc": loc, "scale_tril": scale_tril}
+    inputs[trained] = inputs[trained].clone().requires_grad_()
+    ours = torch.autograd.grad(multivariate_normal_log_probs(**inputs).sum(), inputs[trained])
+    theirs = torch.autograd.grad(torch_log_probs(**inputs).sum(), inputs[trained])
+    torch.testing.assert_close(
+        ours[0].tril() if trained == "scale_tril" else ours[0],
+        theirs[0].tril() if trained == "scale_tril" else theirs[0],
+    )
+
+
 @pytest.mark.parametrize("scale, near_error", [(1.0, 2e-4), (0.05, 2e-3), (1e-3, 0.1)])
 def test_float32_rounding_stays_within_the_stated_bound(scale, near_error):
     """Near a component (within 50 nats of the best density) the float32 error is bounded
@@ -65,7 +81,12 @@ def test_chunks_give_the_same_values_as_one_product(monkeypatch):
     loc, scale_tril = components(4, 3, 1.0)
     value = torch.randn(2, 5, 3, dtype=F64)
     whole = multivariate_normal_log_probs(value, loc, scale_tril)
-    monkeypatch.setattr(mixture, "VALUE_CHUNK", 3)  # 10 values in chunks of 3, 3, 3, 1
+    # K d = 12 floats per value: 10 values in chunks of 3, 3, 3, 1
+    monkeypatch.setattr(mixture, "PROJECTED_FLOATS", 36)
+    torch.testing.assert_close(multivariate_normal_log_probs(value, loc, scale_tril), whole)
+    with torch.no_grad():  # the in-place path
+        torch.testing.assert_close(multivariate_normal_log_probs(value, loc, scale_tril), whole)
+    monkeypatch.setattr(mixture, "PROJECTED_FLOATS", 1)  # fewer floats than one value: 1 each
     torch.testing.assert_close(multivariate_normal_log_probs(value, loc, scale_tril), whole)
 
 
