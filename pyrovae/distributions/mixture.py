@@ -18,6 +18,7 @@ import math
 
 import torch
 from pyro.distributions import TorchDistribution
+from torch.autograd.function import once_differentiable
 from torch.distributions import Independent, MultivariateNormal, Normal
 
 from pyrovae.errors import PyrovaeError
@@ -41,6 +42,41 @@ def _diagonal_normal_parts(components) -> tuple[torch.Tensor, torch.Tensor] | No
 PROJECTED_FLOATS = 2**21
 
 
+class _SquaredProjectedDistances(torch.autograd.Function):
+    """``m[k, i] = ||A_k v_i - c_k||^2``, shape ``(K, n)``, for ``rows`` = the K matrices
+    A_k stacked to ``(K d, d)``, ``shift`` = c_k = A_k mu_k as ``(K, d, 1)`` and ``values``
+    v_i as ``(n, d)``.
+
+    Autograd would record the product, the subtraction and the square as three
+    ``(K, d, n)`` nodes: a copy for the difference, two products and a negation on the way
+    back, where this needs one ``(K, d, n)`` block saved and one product. With
+    ``r = A_k v_i - c_k`` and ``g_k,i = dL/dm[k, i]``, the gradients are
+
+        dL/dr = 2 g r,   dL/dA = sum_i dL/dr v_i^T,   dL/dv_i = sum_k A_k^T dL/dr,
+        dL/dc_k = -sum_i dL/dr.
+
+    ``benchmarks/vamp_prior.py`` times the VampPrior training path that uses it."""
+
+    @staticmethod
+    def forward(ctx, rows, shift, values):
+        k = shift.shape[0]
+        residual = (rows @ values.T).view(k, -1, values.shape[0]).sub_(shift)
+        ctx.save_for_backward(rows, values, residual)
+        return residual.square().sum(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        rows, values, residual = ctx.saved_tensors
+        grad_residual = residual * (2 * grad).unsqueeze(1)  # (K, d, n)
+        flat = grad_residual.view(-1, values.shape[0])  # (K d, n)
+        need_rows, need_shift, need_values = ctx.needs_input_grad
+        grad_rows = flat @ values if need_rows else None
+        grad_shift = -grad_residual.sum(-1, keepdim=True) if need_shift else None
+        grad_values = flat.T @ rows if need_values else None
+        return grad_rows, grad_shift, grad_values
+
+
 def multivariate_normal_log_probs(
     value: torch.Tensor, loc: torch.Tensor, scale_tril: torch.Tensor
 ) -> torch.Tensor:
@@ -56,8 +92,9 @@ def multivariate_normal_log_probs(
     subtraction follows the projection, so the float32 rounding of the projected value is
     about ``1.2e-7 * ||A_k value||``, proportional to 1 / (the components' scale); the tests
     check it against float64 down to a scale of 1e-3. Memory: about
-    :data:`PROJECTED_FLOATS` floats per chunk (``K d n`` for a chunk of n values); where
-    autograd records nothing (evaluation) the chunk is subtracted and squared in place.
+    :data:`PROJECTED_FLOATS` floats per chunk (``K d n`` for a chunk of n values), kept for
+    the backward pass where autograd records (:class:`_SquaredProjectedDistances`), and
+    subtracted and squared in place where it records nothing (evaluation).
     """
     k, d = loc.shape
     eye = torch.eye(d, dtype=loc.dtype, device=loc.device).expand(k, d, d)
@@ -66,17 +103,16 @@ def multivariate_normal_log_probs(
     shift = inverse @ loc.unsqueeze(-1)  # (K, d, 1)
     flat = value.reshape(-1, d)
     recorded = torch.is_grad_enabled() and any(t.requires_grad for t in (flat, rows, shift))
-    in_place = not recorded
     chunk_size = max(1, PROJECTED_FLOATS // (k * d))
     parts = []
     for start in range(0, flat.shape[0], chunk_size):
         chunk = flat[start : start + chunk_size]
-        projected = (rows @ chunk.T).reshape(k, d, -1)  # (K, d, n)
-        if in_place:
-            squares = projected.sub_(shift).square_()
+        if recorded:
+            squared = _SquaredProjectedDistances.apply(rows, shift, chunk)
         else:
-            squares = (projected - shift).pow(2)
-        parts.append(squares.sum(1).T)  # (n, K)
+            projected = (rows @ chunk.T).reshape(k, d, -1)  # (K, d, n)
+            squared = projected.sub_(shift).square_().sum(1)
+        parts.append(squared.T)  # (n, K)
     mahalanobis = parts[0] if len(parts) == 1 else torch.cat(parts)
     half_log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,)
     log_probs = -0.5 * (d * math.log(2 * math.pi) + mahalanobis) - half_log_det

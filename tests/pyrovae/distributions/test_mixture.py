@@ -90,6 +90,30 @@ def test_chunks_give_the_same_values_as_one_product(monkeypatch):
     torch.testing.assert_close(multivariate_normal_log_probs(value, loc, scale_tril), whole)
 
 
+def test_chunks_give_the_same_gradients_as_one_product(monkeypatch):
+    torch.manual_seed(5)
+    loc, scale_tril = components(4, 3, 1.0)
+    inputs = [
+        t.clone().requires_grad_() for t in (torch.randn(2, 5, 3, dtype=F64), loc, scale_tril)
+    ]
+    weights = torch.randn(2, 5, 4, dtype=F64)
+    whole = torch.autograd.grad((weights * multivariate_normal_log_probs(*inputs)).sum(), inputs)
+    monkeypatch.setattr(mixture, "PROJECTED_FLOATS", 36)  # chunks of 3, 3, 3, 1 values
+    chunked = torch.autograd.grad((weights * multivariate_normal_log_probs(*inputs)).sum(), inputs)
+    for a, b in zip(chunked, whole, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_the_squared_distances_backward_matches_finite_differences():
+    # the hand-written backward of ||A_k v_i - c_k||^2 against torch's numerical gradient
+    torch.manual_seed(6)
+    k, d, n = 3, 4, 5
+    rows = torch.randn(k * d, d, dtype=F64, requires_grad=True)
+    shift = torch.randn(k, d, 1, dtype=F64, requires_grad=True)
+    values = torch.randn(n, d, dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(mixture._SquaredProjectedDistances.apply, (rows, shift, values))
+
+
 def test_a_mixture_of_full_covariance_components_uses_it(monkeypatch):
     calls = []
 
