@@ -30,7 +30,7 @@ from collections.abc import Callable
 import pyro
 import pyro.poutine as poutine
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO
 from pyro.poutine.messenger import Messenger
 
 from pyrovae.checks import (
@@ -42,6 +42,7 @@ from pyrovae.checks import (
 )
 from pyrovae.errors import PyrovaeError, unknown_name
 
+from .lean_trace import LeanTraceELBO
 from .mean_field import LeanMeanFieldELBO
 
 DATA_PLATE = "data"
@@ -109,7 +110,7 @@ class IWAE:
 
 # name -> (factory(num_particles, max_plate_nesting), what the pair must satisfy)
 OBJECTIVES: dict[str, tuple[Callable, str]] = {
-    "Trace_ELBO": (Trace_ELBO, "any model/guide pair"),
+    "Trace_ELBO": (LeanTraceELBO, "any model/guide pair"),
     "TraceMeanField_ELBO": (
         LeanMeanFieldELBO,
         "a fully reparameterized mean-field guide: no guide site may depend on another "
@@ -183,13 +184,19 @@ class SiteScale(Messenger):
     def _process_message(self, msg):
         if msg["type"] != "sample":
             return
-        scale = 1.0
         if any(frame.name == self.data_plate for frame in msg["cond_indep_stack"]):
-            scale *= self.data_scale
+            msg["scale"] = _times(self.data_scale, msg["scale"])
         if not msg["is_observed"] and (self.beta_sites is None or msg["name"] in self.beta_sites):
-            scale *= self.beta
-        if scale != 1.0:
-            msg["scale"] = scale * msg["scale"]
+            msg["scale"] = _times(self.beta, msg["scale"])
+
+
+def _times(factor: float | torch.Tensor, scale):
+    """``factor * scale``, skipping a float factor of 1. A tensor factor (a traced step's
+    input, :mod:`pyrovae.train.traced`) always multiplies: its value must not decide what
+    the trace records."""
+    if not torch.is_tensor(factor) and factor == 1.0:
+        return scale
+    return factor * scale
 
 
 def find_data_plate(
