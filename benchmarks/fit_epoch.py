@@ -7,10 +7,12 @@ N/B-scaled negative ELBO, backward, Adam, then the validation ELBO. pyrovae runs
 ``fit(..., objective="TraceMeanField_ELBO", epochs=E)``, whose Adam is PyTorch's fused
 kernel; the reference is the loop a PyTorch user would write, reading the loss once per
 epoch, timed with ``torch.optim.Adam``'s default implementation and with the same fused
-kernel (that ratio is the cost of Pyro and of fit's checks alone). Rounds are interleaved
-in one process; the script prints the median seconds per epoch of each, the median over
-rounds of the per-round ratios (pyrovae / reference; 1.0 = no overhead), and the per-fit
-setup cost (input checks, probes) apart.
+kernel (that ratio is the cost of Pyro and of fit's checks alone). pyrovae is timed twice:
+as Python runs the pair, and with ``jit=True`` (the loss recorded once per batch shape and
+replayed, :mod:`pyrovae.train.traced`). Rounds are interleaved in one process; the script
+prints the median seconds per epoch of each, the median over rounds of the per-round ratios
+(pyrovae / reference; 1.0 = no overhead), and the per-fit setup cost (input checks, probes,
+recordings) apart.
 
 Without Debian's dataset-fashion-mnist it uses random gray images of the same shape.
 
@@ -101,22 +103,27 @@ def main(args: argparse.Namespace) -> float:
         progress=False,
     )
 
-    def run_fit(epochs: int):
-        return lambda: fit(model, guide, splits, epochs=epochs, **config)
+    variants = {"pyrovae fit": False, "pyrovae fit, jit": True}
+
+    def run_fit(epochs: int, jit: bool):
+        return lambda: fit(model, guide, splits, epochs=epochs, jit=jit, **config)
 
     def run_reference(reference, epochs: int):
         return lambda: [reference(splits, args.batch_size) for _ in range(epochs)]
 
-    timed(run_fit(1), args.device)  # warm-up: allocator, lazy init
+    for jit in variants.values():  # warm-up: allocator, lazy init
+        timed(run_fit(1, jit), args.device)
     for reference in references.values():
         timed(run_reference(reference, 1), args.device)
-    per_epoch = {"pyrovae fit": [], **{name: [] for name in references}, "setup": []}
+    per_epoch = {name: [] for name in (*variants, *references)}
+    setup = {name: [] for name in variants}
     for _ in range(args.rounds):
-        one = timed(run_fit(1), args.device)
-        several = timed(run_fit(args.epochs), args.device)
-        # fit's per-epoch cost, setup excluded: the slope between 1 and E epochs
-        per_epoch["pyrovae fit"].append((several - one) / (args.epochs - 1))
-        per_epoch["setup"].append(one - per_epoch["pyrovae fit"][-1])
+        for name, jit in variants.items():
+            one = timed(run_fit(1, jit), args.device)
+            several = timed(run_fit(args.epochs, jit), args.device)
+            # fit's per-epoch cost, setup excluded: the slope between 1 and E epochs
+            per_epoch[name].append((several - one) / (args.epochs - 1))
+            setup[name].append(one - per_epoch[name][-1])
         for name, reference in references.items():
             seconds = timed(run_reference(reference, args.epochs), args.device)
             per_epoch[name].append(seconds / args.epochs)
@@ -127,13 +134,17 @@ def main(args: argparse.Namespace) -> float:
         f"{source} images, device {args.device}, torch threads {torch.get_num_threads()}, "
         f"{args.rounds} interleaved rounds"
     )
-    for name in ("pyrovae fit", *references):
+    for name in per_epoch:
         print(f"  {name + ', per epoch:':40s} {median[name]:.3f} s")
-    print(f"  {'fit setup per call (checks):':40s} {median['setup']:.3f} s")
-    ratios = paired_ratios(per_epoch["pyrovae fit"], {name: per_epoch[name] for name in references})
-    for name, ratio in ratios.items():
-        print(f"  ratio pyrovae / {name + ':':25s} {ratio:.3f}")
-    return ratios["hand-written, fused Adam"]
+    for name in variants:
+        label = f"{name} setup per call:"
+        print(f"  {label:40s} {statistics.median(setup[name]):.3f} s")
+    ratios = {}
+    for name in variants:
+        ratios[name] = paired_ratios(per_epoch[name], {r: per_epoch[r] for r in references})
+        for reference, ratio in ratios[name].items():
+            print(f"  ratio {name} / {reference + ':':25s} {ratio:.3f}")
+    return ratios["pyrovae fit, jit"]["hand-written, fused Adam"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

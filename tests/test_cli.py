@@ -443,3 +443,26 @@ def test_compare_runs_on_the_hierarchical_model(tmp_path):
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["run"] for r in rows] == ["standard+diagonal", "vamp+diagonal"]
     assert (out / "datatree_vamp+diagonal.nc").exists()
+
+
+def test_jit_trains_the_same_pair_to_the_same_figures(tmp_path, capsys):
+    figures = []
+    for flags in ([], ["--jit"]):
+        out = tmp_path / ("jit" if flags else "python")
+        code = main(
+            ["train", "--objective", "TraceMeanField_ELBO", *SMALL, *flags, "--out", str(out)]
+        )
+        assert code == 0, capsys.readouterr().err
+        history = json.loads((out / "history.json").read_text())
+        figures.append((history["config"]["jit"], history["validation_elbo"]))
+    (jit_off, python), (jit_on, traced) = figures
+    assert (jit_off, jit_on) == (False, True)
+    assert traced == pytest.approx(python, abs=1e-3)
+
+
+def test_jit_refuses_a_guide_it_cannot_record_in_one_line(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    code = main(["train", "--prior", "sphere", "--guide", "vmf", *SMALL, "--jit", "--out", out])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "jit=False" in err and "Traceback" not in err

@@ -203,6 +203,12 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
         help="when an epoch goes non-finite or diverges: stop with an error, or restore "
         "the epoch's start, halve the learning rate and run it again",
     )
+    fit.add_argument(
+        "--jit",
+        action="store_true",
+        help="record the loss once per batch shape and replay it (Trace_ELBO, "
+        "TraceMeanField_ELBO, IWAE): the same training without Pyro's per-step Python work",
+    )
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
     fit.add_argument(
         "--distributed",

@@ -72,6 +72,7 @@ from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
 from .step import SVIStep, sum_of_entries, use_fused_kernel
+from .traced import TRACEABLE_OBJECTIVES
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ MAX_SKIPPED_IN_A_ROW = 3  # non-finite steps in a row that end the epoch
 ON_NAN = ("raise", "rollback")
 # Settings a resumed run may change without --override: how long it runs and where, not
 # what it computes.
-FREE_ON_RESUME = ("epochs", "progress", "device")
+FREE_ON_RESUME = ("epochs", "progress", "device", "jit")
 OVERRIDE_ALIASES = {"lr": "learning_rate"}  # CLI flag names that differ from FitConfig's
 
 
@@ -129,6 +130,7 @@ class FitConfig:
     on_nan: str = "raise"  # or "rollback": restore the epoch, halve the learning rate
     max_rollbacks: int = 3
     distributed: bool = False  # data-parallel under torchrun (pyrovae.train.distributed)
+    jit: bool = False  # replay a recording of the loss (pyrovae.train.traced): static pairs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -158,6 +160,11 @@ class FitConfig:
         if self.divergence_factor is not None and not self.divergence_factor > 0:
             raise PyrovaeError(
                 f"divergence_factor must be > 0 or None (off), got {self.divergence_factor}"
+            )
+        if self.jit and self.objective not in TRACEABLE_OBJECTIVES:
+            raise PyrovaeError(
+                f"jit=True records the losses of {', '.join(TRACEABLE_OBJECTIVES)}, not "
+                f"{self.objective}: use jit=False"
             )
         if self.on_nan not in ON_NAN:
             raise PyrovaeError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
@@ -442,6 +449,10 @@ def fit(
         torch.cuda.set_device(context.local_rank)
     if context is not None and labeled is not None:
         raise PyrovaeError("distributed training of semi-supervised pairs is not supported yet")
+    if config.jit and labeled is not None:
+        raise PyrovaeError(
+            "jit=True records unlabelled losses only; train a semi-supervised pair with jit=False"
+        )
     splits = as_splits(data).to(config.device)
     move(model, config.device)
     move(guide, config.device)
@@ -468,6 +479,7 @@ def fit(
         config.num_particles,
         data_plate,
         config.max_plate_nesting,
+        config.jit,
     )
     if config.objective == "TraceEnum_ELBO":
         step.scaler.beta_sites = warmup_sites(model, guide, probe, config.max_plate_nesting)

@@ -17,6 +17,7 @@ from pyro.poutine.messenger import Messenger
 from pyrovae.errors import PyrovaeError
 
 from .objectives import DATA_PLATE, SiteScale, make_objective
+from .traced import TRACEABLE_OBJECTIVES, TracedLoss
 
 # devices with a fused Adam kernel in PyTorch 2.x (torch.optim.Adam(..., fused=True))
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
@@ -83,7 +84,10 @@ class SVIStep:
     """One gradient step of ``objective`` on a minibatch, with native ``torch.optim.Adam``.
 
     Parameters are collected on the first call by tracing the loss (as ``pyro.infer.SVI``
-    does); parameters a pair creates later are not optimised.
+    does); parameters a pair creates later are not optimised. With ``jit=True`` the loss of
+    a static pair is recorded once per batch shape and replayed
+    (:mod:`pyrovae.train.traced`): the same values and gradients without Pyro's per-site
+    Python work.
     """
 
     def __init__(
@@ -95,7 +99,13 @@ class SVIStep:
         num_particles: int = 1,
         data_plate: str = DATA_PLATE,
         max_plate_nesting: int = 1,
+        jit: bool = False,
     ):
+        if jit and objective not in TRACEABLE_OBJECTIVES:
+            raise PyrovaeError(
+                f"jit=True records the losses of {', '.join(TRACEABLE_OBJECTIVES)}; "
+                f"{objective} reads values on the host while it runs: use jit=False"
+            )
         self.objective = objective
         self.elbo = make_objective(objective, num_particles, max_plate_nesting)
         self.labeled_elbo = make_objective("Trace_ELBO", num_particles, max_plate_nesting)
@@ -111,6 +121,10 @@ class SVIStep:
         self.reducer: Callable | None = None
         self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
         self.skipped_total = 0
+        self.traced = TracedLoss(self._unlabeled_loss, self.scaler) if jit else None
+
+    def _unlabeled_loss(self, x: torch.Tensor) -> torch.Tensor:
+        return self.elbo.differentiable_loss(self.model, self.guide, x)
 
     def setup(
         self,
@@ -200,11 +214,19 @@ class SVIStep:
         with the data plate scaled by ``scale_l`` (N_labelled / B_labelled)."""
         if self.optimizer is None:
             self.setup(x)
-        self.scaler.data_scale, self.scaler.beta = data_scale, beta
-        with warnings.catch_warnings():
-            # a NaN loss is handled below (skipped and counted); Pyro's warning adds nothing
-            warnings.filterwarnings("ignore", message="Encountered NaN")
-            loss = self._loss(x, labeled)
+        if self.traced is not None:
+            if labeled is not None:
+                raise PyrovaeError(
+                    "jit=True records unlabelled losses only; train a semi-supervised pair "
+                    "with jit=False"
+                )
+            loss = self.traced(self.params, x, data_scale, beta)
+        else:
+            self.scaler.data_scale, self.scaler.beta = data_scale, beta
+            with warnings.catch_warnings():
+                # a NaN loss is handled below (skipped and counted); Pyro's warning adds nothing
+                warnings.filterwarnings("ignore", message="Encountered NaN")
+                loss = self._loss(x, labeled)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.reducer is not None:  # data-parallel: sum gradients and loss over processes

@@ -1,0 +1,142 @@
+"""The training loss replayed from a recording of its tensor operations (``jit=True``).
+
+With small networks a Pyro step spends most of its time in Python: every ``pyro.sample``
+crosses the handler stack, the traces record each site, the ELBO walks them
+(``benchmarks/svi_step.py`` measured about 1.4 ms of such work per step on a 784-8-2 VAE,
+where the networks take 0.1 ms). For a *static* pair, one that performs the same tensor
+operations on every batch of a given shape, only the values change from step to step.
+:class:`TracedLoss` records those operations once per batch shape with ``make_fx``
+(``torch.fx``, in pre-dispatch mode, so that ``torch.no_grad`` blocks and ``detach`` stay
+what they were) and afterwards replays the recording: the same loss value and gradients
+as the Python loss, from the same random draws (each replay draws afresh from torch's
+generator, and consumes it exactly as the Python loss does: a run trains identically with
+and without ``jit``, and recording consumes nothing).
+
+Inputs of a recording: the optimised parameters, the batch, and the two scales (the data
+scale N/B and the warm-up weight beta, as 0-dim tensors, so a new value needs no new
+recording). Everything else the loss reads is frozen at recording time, hence the contract:
+
+- Python control flow on tensor *values* (``if x.sum() > 0``, ``.item()``, a NaN check)
+  cannot be recorded: ``make_fx`` refuses it and :class:`TracedLoss` raises
+  :class:`~pyrovae.errors.PyrovaeError` saying so.
+- Python state the pair reads and something changes during training (an attribute a
+  callback anneals) would stay at its recorded value: train such a pair without ``jit``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+
+from pyrovae.errors import PyrovaeError
+
+from .objectives import SiteScale
+
+# objectives whose loss is a pure tensor function once validation is off: no host reads
+TRACEABLE_OBJECTIVES = ("TraceMeanField_ELBO", "Trace_ELBO", "IWAE")
+
+
+class TracedLoss:
+    """``loss(x)`` of a pair, recorded once per ``(shape, dtype, device)`` of the batch and
+    replayed on later calls.
+
+    Args:
+        loss: ``x -> -ELBO`` estimate (a 0-dim tensor), scaled by ``scaler``.
+        scaler: the :class:`~pyrovae.train.objectives.SiteScale` the loss runs under; its
+            ``data_scale`` and ``beta`` become inputs of each recording.
+    """
+
+    def __init__(self, loss: Callable[[torch.Tensor], torch.Tensor], scaler: SiteScale):
+        self.loss = loss
+        self.scaler = scaler
+        self.recordings: dict[tuple, torch.fx.GraphModule] = {}
+
+    def __call__(
+        self, params: list[torch.Tensor], x: torch.Tensor, data_scale: float, beta: float
+    ) -> torch.Tensor:
+        key = (tuple(x.shape), x.dtype, x.device, len(params))
+        scales = (
+            torch.tensor(data_scale, dtype=params[0].dtype, device=x.device),
+            torch.tensor(beta, dtype=params[0].dtype, device=x.device),
+        )
+        recording = self.recordings.get(key)
+        if recording is None:
+            devices = [x.device] if x.device.type == "cuda" else []
+            # recording and checking run the loss: give their random draws back
+            with torch.random.fork_rng(devices=devices):
+                recording = self._record(params, x, scales)
+                self._check(recording, params, x, scales, devices)
+            self.recordings[key] = recording
+        return recording(*params, x, *scales)
+
+    def _record(self, params, x, scales) -> torch.fx.GraphModule:
+        count = len(params)
+
+        def replayable(*inputs):
+            batch, self.scaler.data_scale, self.scaler.beta = inputs[count:]
+            return self.loss(batch)
+
+        saved = self.scaler.data_scale, self.scaler.beta
+        try:
+            recording = make_fx(replayable, pre_dispatch=True)(*params, x, *scales)
+        except RuntimeError as error:
+            if "data-dependent" not in str(error) and "_local_scalar_dense" not in str(error):
+                raise
+            raise PyrovaeError(
+                "jit=True cannot record this pair's loss: it reads a tensor's value in Python "
+                "(data-dependent control flow such as `if tensor:`, .item(), or a NaN check "
+                "inside the model, the guide or the objective), which a recording would "
+                "freeze. Train it with jit=False (the default), or move that decision out of "
+                f"the model. PyTorch said: {str(error).splitlines()[0]}"
+            ) from error
+        finally:
+            self.scaler.data_scale, self.scaler.beta = saved
+        recording.graph.eliminate_dead_code()  # random draws are impure: they stay
+        recording.recompile()
+        return recording
+
+    def _check(self, recording, params, x, scales, devices) -> None:
+        """Refuse a recording whose loss or gradients differ from the Python loss's on
+        this batch from the same random draws: what a recording cannot replay (a custom
+        ``torch.autograd.Function``, whose backward the recording does not keep; Python
+        state read between the draws) shows up here, before any training step."""
+        cuda_states = [torch.cuda.get_rng_state(d) for d in devices]
+        cpu_state = torch.get_rng_state()
+        saved = self.scaler.data_scale, self.scaler.beta
+        self.scaler.data_scale, self.scaler.beta = (float(s) for s in scales)
+        try:
+            python = self.loss(x)
+        finally:
+            self.scaler.data_scale, self.scaler.beta = saved
+        torch.set_rng_state(cpu_state)
+        for d, state in zip(devices, cuda_states, strict=True):
+            torch.cuda.set_rng_state(state, d)
+        replayed = recording(*params, x, *scales)
+        pairs = [(replayed.detach(), python.detach(), "the loss")]
+        used = [p for p in params if p.requires_grad]
+        for index, a, b in zip(
+            range(len(used)),  # a parameter without a gradient counts as zeros
+            torch.autograd.grad(replayed, used, allow_unused=True),
+            torch.autograd.grad(python, used, allow_unused=True),
+            strict=True,
+        ):
+            what = f"the gradient of parameter {index}"
+            pairs.append((_or_zeros(a, used[index]), _or_zeros(b, used[index]), what))
+        for a, b, what in pairs:
+            tolerance = 1e-4 * max(1.0, float(b.abs().max()))
+            if not torch.allclose(a, b, rtol=1e-4, atol=tolerance):
+                difference = float((a - b).abs().max())
+                raise PyrovaeError(
+                    f"jit=True: the recorded loss does not reproduce the Python loss here "
+                    f"({what} differs by up to {difference:.3g} from the same draws). The pair "
+                    "holds something a recording cannot replay: a custom "
+                    "torch.autograd.Function (its backward is not kept; the von Mises-Fisher "
+                    "guide has one), or Python state that changes between calls. Train it "
+                    "with jit=False (the default)"
+                )
+
+
+def _or_zeros(gradient: torch.Tensor | None, param: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(param) if gradient is None else gradient
