@@ -25,6 +25,7 @@ recording). Everything else the loss reads is frozen at recording time, hence th
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 
 import torch
@@ -93,9 +94,7 @@ class TracedLoss:
             ) from error
         finally:
             self.scaler.data_scale, self.scaler.beta = saved
-        recording.graph.eliminate_dead_code()  # random draws are impure: they stay
-        recording.recompile()
-        return recording
+        return drop_identities(recording)
 
     def _check(self, recording, params, x, scales, devices) -> None:
         """Refuse a recording whose loss or gradients differ from the Python loss's on
@@ -140,3 +139,74 @@ class TracedLoss:
 
 def _or_zeros(gradient: torch.Tensor | None, param: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(param) if gradient is None else gradient
+
+
+_ATEN = torch.ops.aten
+_SAME_SHAPE_IDENTITIES = (_ATEN.expand.default, _ATEN.reshape.default, _ATEN.view.default)
+
+
+def drop_identities(recording: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Remove the operations of a recording that return their input unchanged: ``x * 1``,
+    ``x / 1``, ``x + 0``, ``x - 0``, and ``expand``/``reshape``/``view``/``broadcast_tensors``
+    to the shape ``x`` already has (where Pyro's handlers multiply by a unit scale, add to a
+    0.0 accumulator or broadcast a site to its own shape). Each would cost an autograd node
+    forward and backward on every replay. An operation stays when its result's dtype,
+    shape or device differs from ``x``'s, or when an in-place operation writes to its result
+    (it must not write to ``x`` instead). Then dead operations go (random draws are impure:
+    they stay, so a replay consumes torch's generator as the Python loss does)."""
+    graph = recording.graph
+    for node in list(graph.nodes):
+        if node.op != "call_function":
+            continue
+        source = _identity_source(node)
+        if source is not None and not _written_in_place(node):
+            node.replace_all_uses_with(source)
+    graph.eliminate_dead_code()
+    graph.lint()
+    recording.recompile()
+    return recording
+
+
+def _identity_source(node: torch.fx.Node) -> torch.fx.Node | None:
+    """The node whose value ``node`` returns unchanged, or None."""
+    target, args = node.target, node.args
+    if target in _SAME_SHAPE_IDENTITIES:
+        candidate = args[0]
+    elif target in (_ATEN.mul.Tensor, _ATEN.div.Tensor, _ATEN.add.Tensor, _ATEN.sub.Tensor):
+        if len(args) != 2 or node.kwargs:
+            return None
+        neutral = 1 if target in (_ATEN.mul.Tensor, _ATEN.div.Tensor) else 0
+        if _is_number(args[1], neutral):
+            candidate = args[0]
+        elif target in (_ATEN.mul.Tensor, _ATEN.add.Tensor) and _is_number(args[0], neutral):
+            candidate = args[1]
+        else:
+            return None
+    elif target is operator.getitem and getattr(args[0], "target", None) is (
+        _ATEN.broadcast_tensors.default
+    ):
+        candidate = args[0].args[0][args[1]]
+    else:
+        return None
+    if not isinstance(candidate, torch.fx.Node):
+        return None
+    before, after = candidate.meta.get("val"), node.meta.get("val")
+    same = (
+        isinstance(before, torch.Tensor)
+        and isinstance(after, torch.Tensor)
+        and before.shape == after.shape
+        and before.dtype == after.dtype
+        and before.device == after.device
+    )
+    return candidate if same else None
+
+
+def _is_number(value, number: int) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == number
+
+
+def _written_in_place(node: torch.fx.Node) -> bool:
+    return any(
+        isinstance(user.target, torch._ops.OpOverload) and user.target._schema.is_mutable
+        for user in node.users
+    )

@@ -13,6 +13,7 @@ from guides import build_guide
 from models import build_vae
 from pyrovae import PyrovaeError
 from pyrovae.train import FitConfig, SVIStep, fit
+from pyrovae.train.traced import drop_identities
 
 PAIRS = [  # (prior, guide family, objective, particles)
     ("standard", "diagonal", "TraceMeanField_ELBO", 1),
@@ -168,3 +169,27 @@ def test_fit_trains_the_same_with_and_without_jit(digits, objective, device):
     assert history_t.validation_elbo == pytest.approx(history_p.validation_elbo, abs=1e-4)
     for a, b in zip(params_t, params_p, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_identity_operations_are_dropped_and_in_place_targets_kept():
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def f(x, w):
+        a, b = torch.broadcast_tensors(x.expand(3, 4) * 1.0, w)  # a is x; b is expanded w
+        kept = x * 1  # written in place below: must not become x
+        kept.neg_()
+        return ((a + 0.0) - 0).sum() + b.sum() + kept.sum() + (x * 2.0).sum()
+
+    x, w = torch.randn(3, 4), torch.randn(4)
+    recording = make_fx(f, pre_dispatch=True)(x, w)
+    before = len(recording.graph.nodes)
+    expected = f(x.clone(), w)
+    drop_identities(recording)
+    targets = [str(n.target) for n in recording.graph.nodes]
+    assert len(recording.graph.nodes) < before
+    assert "aten.add.Tensor" in targets  # the sum of the four parts stays
+    assert targets.count("aten.mul.Tensor") == 2  # the in-place target and x * 2 remain
+    assert "aten.broadcast_tensors.default" in targets  # w to (3, 4) is a real broadcast
+    original = x.clone()
+    torch.testing.assert_close(recording(x, w), expected)
+    assert torch.equal(x, original)  # the in-place negation wrote to its own tensor
