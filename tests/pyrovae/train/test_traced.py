@@ -193,3 +193,23 @@ def test_identity_operations_are_dropped_and_in_place_targets_kept():
     original = x.clone()
     torch.testing.assert_close(recording(x, w), expected)
     assert torch.equal(x, original)  # the in-place negation wrote to its own tensor
+
+
+def test_a_resumed_jit_run_ends_where_one_run_would(digits, tmp_path):
+    # recording consumes no random numbers, so the fresh recordings after a resume leave
+    # the restored generator where the uninterrupted run has it
+    config = FitConfig(epochs=4, batch_size=256, progress=False, seed=2, jit=True)
+    model_a, guide_a = _pair("standard", "diagonal", "cpu")
+    whole = fit(model_a, guide_a, digits, config)
+    checkpoint = tmp_path / "run.pt"
+    model_b, guide_b = _pair("standard", "diagonal", "cpu")
+    fit(model_b, guide_b, digits, config, epochs=2, checkpoint=checkpoint)
+    model_c, guide_c = _pair("standard", "diagonal", "cpu")
+    resumed = fit(model_c, guide_c, digits, config, checkpoint=checkpoint, resume=checkpoint)
+    assert resumed.validation_elbo == whole.validation_elbo
+    for a, c in zip(
+        [*model_a.parameters(), *guide_a.parameters()],
+        [*model_c.parameters(), *guide_c.parameters()],
+        strict=True,
+    ):
+        assert torch.equal(a, c)
