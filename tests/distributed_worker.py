@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under torchrun: a few steps of data-parallel fit on a
 deterministic pair (a Delta guide and gray-level digits: no noise anywhere), then each
-process saves its parameters."""
+process saves its parameters. PYROVAE_TEST_JIT=1 trains with jit=True."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -43,6 +44,7 @@ def main(out: Path, checkpoint: Path | None) -> None:
         progress=False,
         distributed=True,
         checkpoint=checkpoint,
+        jit=os.environ.get("PYROVAE_TEST_JIT") == "1",
     )
     rank = torch.distributed.get_rank()
     state = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}

@@ -447,8 +447,8 @@ def test_compare_runs_on_the_hierarchical_model(tmp_path):
 
 def test_jit_trains_the_same_pair_to_the_same_figures(tmp_path, capsys):
     figures = []
-    for flags in ([], ["--jit"]):
-        out = tmp_path / ("jit" if flags else "python")
+    for flags in (["--jit", "off"], ["--jit", "on"]):
+        out = tmp_path / flags[1]
         code = main(
             ["train", "--objective", "TraceMeanField_ELBO", *SMALL, *flags, "--out", str(out)]
         )
@@ -460,9 +460,13 @@ def test_jit_trains_the_same_pair_to_the_same_figures(tmp_path, capsys):
     assert traced == pytest.approx(python, abs=1e-3)
 
 
-def test_jit_refuses_a_guide_it_cannot_record_in_one_line(tmp_path, capsys):
+def test_jit_on_refuses_a_guide_it_cannot_record_in_one_line(tmp_path, capsys):
+    # by default (--jit auto) the same pair trains without a recording: see
+    # test_train_swaps_the_prior_and_the_latent_geometry
     out = str(tmp_path / "run")
-    code = main(["train", "--prior", "sphere", "--guide", "vmf", *SMALL, "--jit", "--out", out])
+    code = main(
+        ["train", "--prior", "sphere", "--guide", "vmf", *SMALL, "--jit", "on", "--out", out]
+    )
     err = capsys.readouterr().err
     assert code != 0
     assert "jit=False" in err and "Traceback" not in err

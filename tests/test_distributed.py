@@ -21,7 +21,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(processes: int, out: Path, *extra: str) -> None:
+def torchrun(processes: int, out: Path, *extra: str, jit: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
@@ -31,7 +31,8 @@ def torchrun(processes: int, out: Path, *extra: str) -> None:
     ]  # fmt: skip
     result = subprocess.run(
         command, capture_output=True, text=True, check=False, cwd=ROOT, timeout=300,
-        env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1"},
+        env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1",
+             "PYROVAE_TEST_JIT": "1" if jit else "0"},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -39,12 +40,15 @@ def torchrun(processes: int, out: Path, *extra: str) -> None:
 def test_two_processes_stay_identical_and_match_one_process(tmp_path):
     torchrun(2, tmp_path / "two", str(tmp_path / "two" / "run.pt"))
     torchrun(1, tmp_path / "one")
-    rank0 = torch.load(tmp_path / "two" / "rank0.pt")
-    rank1 = torch.load(tmp_path / "two" / "rank1.pt")
+    torchrun(2, tmp_path / "jit", jit=True)  # each process replays its own recording
     single = torch.load(tmp_path / "one" / "rank0.pt")
-    for name, value in rank0.items():
-        assert torch.equal(value, rank1[name]), f"{name} differs between the processes"
-        torch.testing.assert_close(value, single[name], rtol=1e-4, atol=1e-5, msg=name)
+    for run in ("two", "jit"):
+        rank0 = torch.load(tmp_path / run / "rank0.pt")
+        rank1 = torch.load(tmp_path / run / "rank1.pt")
+        for name, value in rank0.items():
+            assert torch.equal(value, rank1[name]), f"{run}: {name} differs between processes"
+            torch.testing.assert_close(value, single[name], rtol=1e-4, atol=1e-5, msg=name)
+    rank0 = torch.load(tmp_path / "two" / "rank0.pt")
     assert (tmp_path / "two" / "run.pt").exists()  # written by process 0
     moved = [n for n in rank0 if n != "validation_elbo"]
     initial = torch.load(tmp_path / "one" / "rank0.pt")

@@ -205,9 +205,11 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
     )
     fit.add_argument(
         "--jit",
-        action="store_true",
-        help="record the loss once per batch shape and replay it (Trace_ELBO, "
-        "TraceMeanField_ELBO, IWAE): the same training without Pyro's per-step Python work",
+        default="auto",
+        choices=("auto", "on", "off"),
+        help="record the loss once per batch shape and replay it without Pyro's per-step "
+        "Python (Trace_ELBO, TraceMeanField_ELBO, IWAE; the same training): on, off, or "
+        "auto = record where the pair allows it and run Python otherwise",
     )
     fit.add_argument("--no-progress", action="store_true", help="no progress bar")
     fit.add_argument(

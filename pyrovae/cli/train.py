@@ -69,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         progress=not args.no_progress,
         on_nan=args.on_nan,
         distributed=getattr(args, "distributed", False),
-        jit=args.jit,
+        jit={"on": True, "off": False}.get(args.jit, args.jit),
     )
 
 

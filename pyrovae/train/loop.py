@@ -71,8 +71,7 @@ from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
-from .step import SVIStep, sum_of_entries, use_fused_kernel
-from .traced import TRACEABLE_OBJECTIVES
+from .step import SVIStep, check_jit, sum_of_entries, use_fused_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +129,9 @@ class FitConfig:
     on_nan: str = "raise"  # or "rollback": restore the epoch, halve the learning rate
     max_rollbacks: int = 3
     distributed: bool = False  # data-parallel under torchrun (pyrovae.train.distributed)
-    jit: bool = False  # replay a recording of the loss (pyrovae.train.traced): static pairs
+    # replay a recording of the loss (pyrovae.train.traced): True for a static pair,
+    # "auto" to record where possible and run Python otherwise (the CLI's default)
+    jit: bool | str = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,11 +162,7 @@ class FitConfig:
             raise PyrovaeError(
                 f"divergence_factor must be > 0 or None (off), got {self.divergence_factor}"
             )
-        if self.jit and self.objective not in TRACEABLE_OBJECTIVES:
-            raise PyrovaeError(
-                f"jit=True records the losses of {', '.join(TRACEABLE_OBJECTIVES)}, not "
-                f"{self.objective}: use jit=False"
-            )
+        check_jit(self.jit, self.objective)
         if self.on_nan not in ON_NAN:
             raise PyrovaeError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
         if self.max_rollbacks < 0:
@@ -449,7 +446,7 @@ def fit(
         torch.cuda.set_device(context.local_rank)
     if context is not None and labeled is not None:
         raise PyrovaeError("distributed training of semi-supervised pairs is not supported yet")
-    if config.jit and labeled is not None:
+    if config.jit is True and labeled is not None:
         raise PyrovaeError(
             "jit=True records unlabelled losses only; train a semi-supervised pair with jit=False"
         )

@@ -5,6 +5,7 @@ skipped (and counted), so NaN or Inf never reaches the parameters or Adam's stat
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
@@ -18,6 +19,23 @@ from pyrovae.errors import PyrovaeError
 
 from .objectives import DATA_PLATE, SiteScale, make_objective
 from .traced import TRACEABLE_OBJECTIVES, TracedLoss
+
+logger = logging.getLogger(__name__)
+
+JIT_MODES = (False, True, "auto")
+
+
+def check_jit(jit, objective: str) -> None:
+    """Refuse a ``jit`` that is not one of :data:`JIT_MODES`, and ``jit=True`` with an
+    objective no recording can replay."""
+    if not any(jit is mode or (isinstance(mode, str) and jit == mode) for mode in JIT_MODES):
+        raise PyrovaeError(f"jit must be one of {JIT_MODES}, got {jit!r}")
+    if jit is True and objective not in TRACEABLE_OBJECTIVES:
+        raise PyrovaeError(
+            f"jit=True records the losses of {', '.join(TRACEABLE_OBJECTIVES)}; {objective} "
+            "reads values on the host while it runs: use jit=False (or jit='auto')"
+        )
+
 
 # devices with a fused Adam kernel in PyTorch 2.x (torch.optim.Adam(..., fused=True))
 FUSED_ADAM_DEVICES = ("cpu", "cuda")
@@ -86,8 +104,10 @@ class SVIStep:
     Parameters are collected on the first call by tracing the loss (as ``pyro.infer.SVI``
     does); parameters a pair creates later are not optimised. With ``jit=True`` the loss of
     a static pair is recorded once per batch shape and replayed
-    (:mod:`pyrovae.train.traced`): the same values and gradients without Pyro's per-site
-    Python work.
+    (:mod:`pyrovae.train.traced`): the same values and gradients without Pyro's per-step
+    Python work; what cannot be recorded raises :class:`~pyrovae.errors.PyrovaeError`.
+    With ``jit="auto"`` the step records where it can and otherwise runs the Python loss
+    (an objective, a labelled term or a pair that cannot be recorded), logging why.
     """
 
     def __init__(
@@ -99,13 +119,12 @@ class SVIStep:
         num_particles: int = 1,
         data_plate: str = DATA_PLATE,
         max_plate_nesting: int = 1,
-        jit: bool = False,
+        jit: bool | str = False,
     ):
-        if jit and objective not in TRACEABLE_OBJECTIVES:
-            raise PyrovaeError(
-                f"jit=True records the losses of {', '.join(TRACEABLE_OBJECTIVES)}; "
-                f"{objective} reads values on the host while it runs: use jit=False"
-            )
+        check_jit(jit, objective)
+        if jit == "auto" and objective not in TRACEABLE_OBJECTIVES:
+            logger.info("jit='auto': %s runs as Python (it cannot be recorded)", objective)
+            jit = False
         self.objective = objective
         self.elbo = make_objective(objective, num_particles, max_plate_nesting)
         self.labeled_elbo = make_objective("Trace_ELBO", num_particles, max_plate_nesting)
@@ -121,6 +140,7 @@ class SVIStep:
         self.reducer: Callable | None = None
         self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
         self.skipped_total = 0
+        self.jit = jit
         self.traced = TracedLoss(self._unlabeled_loss, self.scaler) if jit else None
 
     def _unlabeled_loss(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,14 +234,23 @@ class SVIStep:
         with the data plate scaled by ``scale_l`` (N_labelled / B_labelled)."""
         if self.optimizer is None:
             self.setup(x)
+        if self.traced is not None and labeled is not None and self.jit == "auto":
+            self.traced = None  # a labelled term: Python
+        loss = None
         if self.traced is not None:
             if labeled is not None:
                 raise PyrovaeError(
                     "jit=True records unlabelled losses only; train a semi-supervised pair "
                     "with jit=False"
                 )
-            loss = self.traced(self.params, x, data_scale, beta)
-        else:
+            try:
+                loss = self.traced(self.params, x, data_scale, beta)
+            except PyrovaeError as refusal:
+                if self.jit != "auto":
+                    raise
+                logger.info("jit='auto': training without a recording: %s", refusal)
+                self.traced = None  # refused before any step, and nothing drawn
+        if loss is None:
             self.scaler.data_scale, self.scaler.beta = data_scale, beta
             with warnings.catch_warnings():
                 # a NaN loss is handled below (skipped and counted); Pyro's warning adds nothing

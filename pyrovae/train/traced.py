@@ -82,9 +82,15 @@ class TracedLoss:
         saved = self.scaler.data_scale, self.scaler.beta
         try:
             recording = make_fx(replayable, pre_dispatch=True)(*params, x, *scales)
-        except RuntimeError as error:
+        except (
+            Exception
+        ) as error:  # jit="auto" then runs Python, which raises the pair's own errors
             if "data-dependent" not in str(error) and "_local_scalar_dense" not in str(error):
-                raise
+                raise PyrovaeError(
+                    f"jit=True could not record this pair's loss ({type(error).__name__}: "
+                    f"{str(error).splitlines()[0] if str(error) else ''}); train it with "
+                    "jit=False"
+                ) from error
             raise PyrovaeError(
                 "jit=True cannot record this pair's loss: it reads a tensor's value in Python "
                 "(data-dependent control flow such as `if tensor:`, .item(), or a NaN check "
@@ -112,12 +118,21 @@ class TracedLoss:
         torch.set_rng_state(cpu_state)
         for d, state in zip(devices, cuda_states, strict=True):
             torch.cuda.set_rng_state(state, d)
-        replayed = recording(*params, x, *scales)
-        pairs = [(replayed.detach(), python.detach(), "the loss")]
         used = [p for p in params if p.requires_grad]
+        try:
+            replayed = recording(*params, x, *scales)
+            replayed_gradients = torch.autograd.grad(replayed, used, allow_unused=True)
+        except RuntimeError as error:  # e.g. a draw whose gradient a custom Function supplied
+            raise PyrovaeError(
+                "jit=True: the recorded loss cannot be differentiated as the Python loss is "
+                f"({str(error).splitlines()[0]}): a custom torch.autograd.Function's backward "
+                "is not kept by a recording (torch's Dirichlet, Beta and Gamma draws have "
+                "one). Train it with jit=False (the default)"
+            ) from error
+        pairs = [(replayed.detach(), python.detach(), "the loss")]
         for index, a, b in zip(
             range(len(used)),  # a parameter without a gradient counts as zeros
-            torch.autograd.grad(replayed, used, allow_unused=True),
+            replayed_gradients,
             torch.autograd.grad(python, used, allow_unused=True),
             strict=True,
         ):

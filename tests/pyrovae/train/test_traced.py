@@ -125,16 +125,25 @@ def test_data_dependent_control_flow_is_refused():
         step(torch.randn(5))
 
 
-def test_a_custom_autograd_function_whose_backward_would_be_lost_is_refused(digits):
-    # the vMF guide's Bessel ratio has a hand-written backward; a recording inlines the
-    # forward and autograd would differentiate that instead: the check compares gradients
-    model, guide = _pair("sphere", "vmf", "cpu")
+@pytest.mark.parametrize(
+    "prior, family, message",
+    [  # the vMF guide's Bessel ratio has a hand-written backward: a recording inlines the
+        # forward and autograd would differentiate that instead (the gradients differ);
+        # torch's Dirichlet draw has no derivative without its custom Function
+        ("sphere", "vmf", "does not reproduce.*autograd.Function"),
+        ("dirichlet", "dirichlet", "cannot be differentiated.*autograd.Function"),
+    ],
+)
+def test_a_custom_autograd_function_whose_backward_would_be_lost_is_refused(
+    digits, prior, family, message
+):
+    model, guide = _pair(prior, family, "cpu")
     step = SVIStep(model, guide, "Trace_ELBO", jit=True)
     x = torch.bernoulli(digits.train[:20])
     with pyro.validation_enabled(False):
         step.setup(x)
         before = [p.detach().clone() for p in step.params]
-        with pytest.raises(PyrovaeError, match="does not reproduce.*autograd.Function"):
+        with pytest.raises(PyrovaeError, match=message):
             step(x, 5.0)
     for p, saved in zip(step.params, before, strict=True):
         assert torch.equal(p, saved)  # refused before any update
@@ -145,7 +154,7 @@ def test_objectives_that_read_values_on_the_host_are_refused(digits):
     model, guide = _pair("standard", "diagonal", "cpu")
     with pytest.raises(PyrovaeError, match="TraceEnum_ELBO reads values.*jit=False"):
         SVIStep(model, guide, "TraceEnum_ELBO", jit=True)
-    with pytest.raises(PyrovaeError, match="records the losses of.*not TraceEnum_ELBO"):
+    with pytest.raises(PyrovaeError, match="records the losses of.*TraceEnum_ELBO reads"):
         FitConfig(objective="TraceEnum_ELBO", jit=True).validate()
 
 
@@ -213,3 +222,35 @@ def test_a_resumed_jit_run_ends_where_one_run_would(digits, tmp_path):
         strict=True,
     ):
         assert torch.equal(a, c)
+
+
+def test_auto_records_where_it_can_and_runs_python_elsewhere(digits, caplog):
+    x = torch.bernoulli(digits.train[:20])
+    model, guide = _pair("standard", "diagonal", "cpu")
+    recorded = SVIStep(model, guide, "TraceMeanField_ELBO", jit="auto")
+    with pyro.validation_enabled(False):
+        recorded(x, 5.0)
+    assert len(recorded.traced.recordings) == 1
+    # the vMF guide cannot be recorded: the same step as jit=False, and the reason logged
+    results = []
+    for jit in ("auto", False):
+        model, guide = _pair("sphere", "vmf", "cpu")
+        step = SVIStep(model, guide, "Trace_ELBO", jit=jit)
+        pyro.set_rng_seed(3)
+        with pyro.validation_enabled(False), caplog.at_level("INFO", "pyrovae.train.step"):
+            losses = [step(x, 5.0) for _ in range(2)]
+        results.append((losses, [p.detach().clone() for p in step.params]))
+        assert step.traced is None
+    assert "training without a recording" in caplog.text
+    (losses_auto, params_auto), (losses_off, params_off) = results
+    assert losses_auto == losses_off
+    for a, b in zip(params_auto, params_off, strict=True):
+        assert torch.equal(a, b)
+    model, guide = _pair("standard", "diagonal", "cpu")
+    assert SVIStep(model, guide, "TraceEnum_ELBO", jit="auto").traced is None
+
+
+def test_jit_modes_are_checked():
+    with pytest.raises(PyrovaeError, match="jit must be one of"):
+        FitConfig(jit="sometimes").validate()
+    FitConfig(jit="auto").validate()
