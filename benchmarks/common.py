@@ -88,3 +88,16 @@ def paired_ratios(ours: list[float], references: dict[str, list[float]]) -> dict
         name: statistics.median(a / b for a, b in zip(ours, times, strict=True))
         for name, times in references.items()
     }
+
+
+def print_paired_ratios(
+    times: dict[str, list[float]], ours: list[str], references: list[str]
+) -> dict[str, dict[str, float]]:
+    """Print and return paired_ratios of each of ours against each reference, timed in the
+    same rounds: ``{ours name: {reference name: ratio}}``."""
+    ratios = {}
+    for name in ours:
+        ratios[name] = paired_ratios(times[name], {r: times[r] for r in references})
+        for reference, ratio in ratios[name].items():
+            print(f"  ratio {name} / {reference + ':':25s} {ratio:.3f}")
+    return ratios

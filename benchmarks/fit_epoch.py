@@ -36,7 +36,7 @@ from pyrovae import fit
 from pyrovae.data import FASHION_MNIST_DIR, load_dataset, make_splits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
-from common import HandWrittenVAE, hand_written_references, paired_ratios  # noqa: E402
+from common import HandWrittenVAE, hand_written_references, print_paired_ratios  # noqa: E402
 
 
 def load_splits(train_size: int, validation_size: int):
@@ -139,11 +139,7 @@ def main(args: argparse.Namespace) -> float:
     for name in variants:
         label = f"{name} setup per call:"
         print(f"  {label:40s} {statistics.median(setup[name]):.3f} s")
-    ratios = {}
-    for name in variants:
-        ratios[name] = paired_ratios(per_epoch[name], {r: per_epoch[r] for r in references})
-        for reference, ratio in ratios[name].items():
-            print(f"  ratio {name} / {reference + ':':25s} {ratio:.3f}")
+    ratios = print_paired_ratios(per_epoch, list(variants), list(references))
     return ratios["pyrovae fit, jit"]["hand-written, fused Adam"]
 
 

@@ -33,7 +33,7 @@ from common import (  # noqa: E402
     HandWrittenVAE,
     hand_written_references,
     load_batch,
-    paired_ratios,
+    print_paired_ratios,
     time_steps,
 )
 
@@ -80,11 +80,7 @@ def main(args: argparse.Namespace) -> float:
     )
     for name, seconds in median.items():
         print(f"  {name + ':':38s} {seconds * 1e3:.3f} ms/step")
-    ratios = {}
-    for name in ours:
-        ratios[name] = paired_ratios(times[name], {r: times[r] for r in references})
-        for reference, ratio in ratios[name].items():
-            print(f"  ratio {name} / {reference + ':':25s} {ratio:.3f}")
+    ratios = print_paired_ratios(times, list(ours), list(references))
     return ratios["pyrovae, jit"]["hand-written, fused Adam"]
 
 
