@@ -13,24 +13,19 @@ from guides import build_guide
 from models import build_vae
 from pyrovae.train.lean_trace import LeanTraceELBO
 from pyrovae.train.objectives import SiteScale, make_objective
+from tests.pyrovae.train.lean_comparison import (
+    assert_loss_is_a_float_equal_to_pyros,
+    assert_same_estimate,
+)
 
-
-def _loss_and_gradients(elbo, model, guide, x, params):
-    pyro.set_rng_seed(7)
-    with pyro.validation_enabled(False):
-        loss = elbo.differentiable_loss(model, guide, x)
-    return loss.detach(), torch.autograd.grad(loss, params)
+# Pyro adds the site values up in float64 on the host, the lean class on the device
+_VALUE_TOLERANCE = dict(rtol=1e-6, atol=1e-4)
 
 
 def _assert_same_estimate(model, guide, x, params, num_particles=1):
-    kwargs = dict(num_particles=num_particles, vectorize_particles=num_particles > 1)
-    pyros = _loss_and_gradients(Trace_ELBO(**kwargs), model, guide, x, params)
-    lean = _loss_and_gradients(LeanTraceELBO(**kwargs), model, guide, x, params)
-    # Pyro adds the site values up in float64 on the host, the lean class on the device
-    torch.testing.assert_close(lean[0], pyros[0], rtol=1e-6, atol=1e-4)
-    for ours, theirs in zip(lean[1], pyros[1], strict=True):
-        torch.testing.assert_close(ours, theirs)
-    return lean[0]
+    return assert_same_estimate(
+        Trace_ELBO, LeanTraceELBO, model, guide, x, params, num_particles, **_VALUE_TOLERANCE
+    )
 
 
 @pytest.mark.parametrize("prior, family", [("standard", "diagonal"), ("vamp", "full")])
@@ -70,16 +65,7 @@ def test_score_function_sites_and_masks_match():
 
 
 def test_loss_is_a_float_equal_to_pyros(digits):
-    pyro.clear_param_store()
-    guide = build_guide(64, 3, "diagonal", (32,))
-    model = build_vae(64, 3, (32,))
-    values = []
-    for elbo in (Trace_ELBO(), LeanTraceELBO()):
-        pyro.set_rng_seed(3)
-        with pyro.validation_enabled(False):
-            values.append(elbo.loss(model, guide, digits.train[:8]))
-    assert isinstance(values[1], float)
-    assert values[1] == pytest.approx(values[0], rel=1e-6)
+    assert_loss_is_a_float_equal_to_pyros(Trace_ELBO, LeanTraceELBO, digits)
 
 
 def test_registry_trains_with_the_lean_class_and_pyros_checks_still_fire():

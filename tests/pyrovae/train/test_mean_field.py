@@ -13,23 +13,16 @@ from guides import build_guide
 from models import build_vae
 from pyrovae.train.mean_field import LeanMeanFieldELBO
 from pyrovae.train.objectives import SiteScale, make_objective
-
-
-def _loss_and_gradients(elbo, model, guide, x, params, validation):
-    pyro.set_rng_seed(7)
-    with pyro.validation_enabled(validation):
-        loss = elbo.differentiable_loss(model, guide, x)
-    return loss.detach(), torch.autograd.grad(loss, params)
+from tests.pyrovae.train.lean_comparison import (
+    assert_loss_is_a_float_equal_to_pyros,
+    assert_same_estimate,
+)
 
 
 def _assert_same_estimate(model, guide, x, params, num_particles=1):
-    kwargs = dict(num_particles=num_particles, vectorize_particles=num_particles > 1)
-    pyros = _loss_and_gradients(TraceMeanField_ELBO(**kwargs), model, guide, x, params, False)
-    lean = _loss_and_gradients(LeanMeanFieldELBO(**kwargs), model, guide, x, params, False)
-    torch.testing.assert_close(lean[0], pyros[0])
-    for ours, theirs in zip(lean[1], pyros[1], strict=True):
-        torch.testing.assert_close(ours, theirs)
-    return lean[0]
+    return assert_same_estimate(
+        TraceMeanField_ELBO, LeanMeanFieldELBO, model, guide, x, params, num_particles
+    )
 
 
 @pytest.mark.parametrize(
@@ -73,16 +66,7 @@ def test_fallback_sites_auxiliary_sites_and_masks_match():
 
 
 def test_loss_is_a_float_equal_to_pyros(digits):
-    pyro.clear_param_store()
-    guide = build_guide(64, 3, "diagonal", (32,))
-    model = build_vae(64, 3, (32,))
-    values = []
-    for elbo in (TraceMeanField_ELBO(), LeanMeanFieldELBO()):
-        pyro.set_rng_seed(3)
-        with pyro.validation_enabled(False):
-            values.append(elbo.loss(model, guide, digits.train[:8]))
-    assert isinstance(values[1], float)
-    assert values[1] == pytest.approx(values[0], rel=1e-6)
+    assert_loss_is_a_float_equal_to_pyros(TraceMeanField_ELBO, LeanMeanFieldELBO, digits)
 
 
 def test_registry_trains_with_the_lean_class_and_pyros_checks_still_fire():
