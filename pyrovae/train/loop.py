@@ -71,7 +71,7 @@ from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
-from .step import SVIStep, check_jit, sum_of_entries, use_fused_kernel
+from .step import JIT_LABELLED_REFUSAL, SVIStep, check_jit, sum_of_entries, use_fused_kernel
 
 logger = logging.getLogger(__name__)
 
@@ -447,9 +447,7 @@ def fit(
     if context is not None and labeled is not None:
         raise PyrovaeError("distributed training of semi-supervised pairs is not supported yet")
     if config.jit is True and labeled is not None:
-        raise PyrovaeError(
-            "jit=True records unlabelled losses only; train a semi-supervised pair with jit=False"
-        )
+        raise PyrovaeError(JIT_LABELLED_REFUSAL)
     splits = as_splits(data).to(config.device)
     move(model, config.device)
     move(guide, config.device)

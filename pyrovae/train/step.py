@@ -23,6 +23,9 @@ from .traced import TRACEABLE_OBJECTIVES, TracedLoss
 logger = logging.getLogger(__name__)
 
 JIT_MODES = (False, True, "auto")
+JIT_LABELLED_REFUSAL = (
+    "jit=True records unlabelled losses only; train a semi-supervised pair with jit=False"
+)
 
 
 def check_jit(jit, objective: str) -> None:
@@ -239,17 +242,14 @@ class SVIStep:
         loss = None
         if self.traced is not None:
             if labeled is not None:
-                raise PyrovaeError(
-                    "jit=True records unlabelled losses only; train a semi-supervised pair "
-                    "with jit=False"
-                )
+                raise PyrovaeError(JIT_LABELLED_REFUSAL)
             try:
                 loss = self.traced(self.params, x, data_scale, beta)
             except PyrovaeError as refusal:
                 if self.jit != "auto":
                     raise
                 logger.info("jit='auto': training without a recording: %s", refusal)
-                self.traced = None  # refused before any step, and nothing drawn
+                self.traced = None  # refused while recording: no step taken with it, nothing drawn
         if loss is None:
             self.scaler.data_scale, self.scaler.beta = data_scale, beta
             with warnings.catch_warnings():

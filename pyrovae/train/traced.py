@@ -25,8 +25,9 @@ recording). Everything else the loss reads is frozen at recording time, hence th
 
 from __future__ import annotations
 
+import contextlib
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
@@ -79,12 +80,11 @@ class TracedLoss:
             batch, self.scaler.data_scale, self.scaler.beta = inputs[count:]
             return self.loss(batch)
 
-        saved = self.scaler.data_scale, self.scaler.beta
         try:
-            recording = make_fx(replayable, pre_dispatch=True)(*params, x, *scales)
-        except (
-            Exception
-        ) as error:  # jit="auto" then runs Python, which raises the pair's own errors
+            with _scales_restored(self.scaler):
+                recording = make_fx(replayable, pre_dispatch=True)(*params, x, *scales)
+        # any failure: jit="auto" then runs Python, which raises the pair's own errors
+        except Exception as error:
             if "data-dependent" not in str(error) and "_local_scalar_dense" not in str(error):
                 raise PyrovaeError(
                     f"jit=True could not record this pair's loss ({type(error).__name__}: "
@@ -98,8 +98,6 @@ class TracedLoss:
                 "freeze. Train it with jit=False (the default), or move that decision out of "
                 f"the model. PyTorch said: {str(error).splitlines()[0]}"
             ) from error
-        finally:
-            self.scaler.data_scale, self.scaler.beta = saved
         return drop_identities(recording)
 
     def _check(self, recording, params, x, scales, devices) -> None:
@@ -107,17 +105,10 @@ class TracedLoss:
         this batch from the same random draws: what a recording cannot replay (a custom
         ``torch.autograd.Function``, whose backward the recording does not keep; Python
         state read between the draws) shows up here, before any training step."""
-        cuda_states = [torch.cuda.get_rng_state(d) for d in devices]
-        cpu_state = torch.get_rng_state()
-        saved = self.scaler.data_scale, self.scaler.beta
-        self.scaler.data_scale, self.scaler.beta = (float(s) for s in scales)
-        try:
+        # the replay below must make the draws the Python loss made
+        with _scales_restored(self.scaler), torch.random.fork_rng(devices=devices):
+            self.scaler.data_scale, self.scaler.beta = (float(s) for s in scales)
             python = self.loss(x)
-        finally:
-            self.scaler.data_scale, self.scaler.beta = saved
-        torch.set_rng_state(cpu_state)
-        for d, state in zip(devices, cuda_states, strict=True):
-            torch.cuda.set_rng_state(state, d)
         used = [p for p in params if p.requires_grad]
         try:
             replayed = recording(*params, x, *scales)
@@ -130,12 +121,9 @@ class TracedLoss:
                 "one). Train it with jit=False (the default)"
             ) from error
         pairs = [(replayed.detach(), python.detach(), "the loss")]
-        for index, a, b in zip(
-            range(len(used)),  # a parameter without a gradient counts as zeros
-            replayed_gradients,
-            torch.autograd.grad(python, used, allow_unused=True),
-            strict=True,
-        ):
+        python_gradients = torch.autograd.grad(python, used, allow_unused=True)
+        for index, (a, b) in enumerate(zip(replayed_gradients, python_gradients, strict=True)):
+            # a parameter without a gradient counts as zeros
             what = f"the gradient of parameter {index}"
             pairs.append((_or_zeros(a, used[index]), _or_zeros(b, used[index]), what))
         for a, b, what in pairs:
@@ -150,6 +138,17 @@ class TracedLoss:
                     "guide has one), or Python state that changes between calls. Train it "
                     "with jit=False (the default)"
                 )
+
+
+@contextlib.contextmanager
+def _scales_restored(scaler: SiteScale) -> Iterator[None]:
+    """Give ``scaler`` back its data scale and beta on exit (recording and checking set
+    them to a recording's inputs)."""
+    saved = scaler.data_scale, scaler.beta
+    try:
+        yield
+    finally:
+        scaler.data_scale, scaler.beta = saved
 
 
 def _or_zeros(gradient: torch.Tensor | None, param: torch.Tensor) -> torch.Tensor:
