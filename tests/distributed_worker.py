@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under torchrun: a few steps of data-parallel fit on a
 deterministic pair (a Delta guide and gray-level digits: no noise anywhere), then each
-process saves its parameters. PYROVAE_TEST_JIT=1 trains with jit=True."""
+process saves its parameters. PYROVAE_TEST_JIT=1 trains with jit=True; PYROVAE_TEST_DEVICE
+names the device (cpu, the default, trains over gloo; cuda over NCCL, one GPU per process)."""
 
 import os
 import sys
@@ -21,6 +22,11 @@ def main(out: Path, checkpoint: Path | None) -> None:
     d = 2
     decoder = nn.Sequential(nn.Linear(d, 16), nn.Tanh(), nn.Linear(16, 64))
     encoder = nn.Sequential(nn.Linear(64, 16), nn.Tanh(), nn.Linear(16, d))
+    device = os.environ.get("PYROVAE_TEST_DEVICE", "cpu")
+    if device == "cuda":  # fit moves nn.Module pairs; these closures' networks move here
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+        decoder.cuda()
+        encoder.cuda()
 
     def model(x):
         pyro.module("ddp_decoder", decoder)
@@ -45,6 +51,7 @@ def main(out: Path, checkpoint: Path | None) -> None:
         distributed=True,
         checkpoint=checkpoint,
         jit=os.environ.get("PYROVAE_TEST_JIT") == "1",
+        device=device,
     )
     rank = torch.distributed.get_rank()
     state = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}

@@ -1,6 +1,8 @@
 """Data-parallel training with torchrun: two CPU processes (gloo) stay identical and take
-the steps one process takes on the same global batches."""
+the steps one process takes on the same global batches; on a GPU machine, NCCL on CUDA
+takes the steps gloo takes on the CPU."""
 
+import os
 import socket
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import pytest
 import torch
 
 from pyrovae.errors import PyrovaeError
+from tests.conftest import requires_cuda
 
 WORKER = Path(__file__).resolve().parent / "distributed_worker.py"
 ROOT = WORKER.parent.parent
@@ -21,7 +24,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def torchrun(processes: int, out: Path, *extra: str, jit: bool = False) -> None:
+def torchrun(
+    processes: int, out: Path, *extra: str, jit: bool = False, device: str = "cpu"
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
@@ -31,8 +36,10 @@ def torchrun(processes: int, out: Path, *extra: str, jit: bool = False) -> None:
     ]  # fmt: skip
     result = subprocess.run(
         command, capture_output=True, text=True, check=False, cwd=ROOT, timeout=300,
-        env={"PYTHONPATH": str(ROOT), "PATH": "", "OMP_NUM_THREADS": "1",
-             "PYROVAE_TEST_JIT": "1" if jit else "0"},
+        env={**os.environ, "OMP_NUM_THREADS": "1",
+             # the repository first, then wherever this interpreter found pyro and torch
+             "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+             "PYROVAE_TEST_JIT": "1" if jit else "0", "PYROVAE_TEST_DEVICE": device},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -53,6 +60,19 @@ def test_two_processes_stay_identical_and_match_one_process(tmp_path):
     moved = [n for n in rank0 if n != "validation_elbo"]
     initial = torch.load(tmp_path / "one" / "rank0.pt")
     assert moved and all(torch.isfinite(initial[n]).all() for n in moved)
+
+
+@requires_cuda
+def test_nccl_on_cuda_takes_the_steps_gloo_takes_on_cpu(tmp_path):
+    processes = min(torch.cuda.device_count(), 2)  # NCCL needs one GPU per process
+    torchrun(processes, tmp_path / "nccl", device="cuda")
+    torchrun(processes, tmp_path / "gloo")
+    for rank in range(processes):
+        on_gpu = torch.load(tmp_path / "nccl" / f"rank{rank}.pt", map_location="cpu")
+        on_cpu = torch.load(tmp_path / "gloo" / f"rank{rank}.pt")
+        assert on_gpu.keys() == on_cpu.keys()
+        for name, value in on_cpu.items():
+            torch.testing.assert_close(on_gpu[name], value, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_distributed_without_torchrun_says_how_to_launch(digits):
