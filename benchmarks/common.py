@@ -23,14 +23,18 @@ def load_batch(batch_size: int, device: str) -> tuple[torch.Tensor, int, str]:
     return torch.bernoulli(torch.full((batch_size, 784), 0.3)).to(device), 50_000, "random"
 
 
-def time_steps(step, x, data_scale, n, device) -> float:
+def synchronize(device: str) -> None:
+    """Wait for the device's queued kernels, so that a host timer measures them."""
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def time_steps(step, x, data_scale, n, device) -> float:
+    synchronize(device)
     start = time.perf_counter()
     for _ in range(n):
         step(x, data_scale)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+    synchronize(device)
     return (time.perf_counter() - start) / n
 
 

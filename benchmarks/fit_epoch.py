@@ -36,7 +36,12 @@ from pyrovae import fit
 from pyrovae.data import FASHION_MNIST_DIR, load_dataset, make_splits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
-from common import HandWrittenVAE, hand_written_references, print_paired_ratios  # noqa: E402
+from common import (  # noqa: E402
+    HandWrittenVAE,
+    hand_written_references,
+    print_paired_ratios,
+    synchronize,
+)
 
 
 def load_splits(train_size: int, validation_size: int):
@@ -71,11 +76,6 @@ class ReferenceEpoch(HandWrittenVAE):
                 for s in range(0, splits.validation.shape[0], 1000)
             )
         return (-total / n).item() - validation.item()  # one host sync per epoch
-
-
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def timed(function, device: str) -> float:

@@ -17,7 +17,9 @@ import argparse
 import math
 import multiprocessing
 import resource
+import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
@@ -28,6 +30,9 @@ from guides.families import positive
 from models import build_vae
 from pyrovae import evaluate
 from pyrovae.data import FASHION_MNIST_DIR, read_idx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
+from common import synchronize  # noqa: E402
 
 
 def test_images(count: int) -> tuple[torch.Tensor, str]:
@@ -74,14 +79,15 @@ def run(method: str, args, queue) -> None:
     x = x.to(args.device)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     kwargs = dict(batch_size=args.batch_size, sample_chunk=args.sample_chunk)
+    estimate = evaluate.log_likelihood if method == "pyrovae" else reference_log_likelihood
     with pyro.validation_enabled(False):
+        # untimed warm-up on the chunk shape: a fresh process (spawned on CUDA) would
+        # otherwise time CUDA's lazy start (cuBLAS handles, kernel loading) as well
+        estimate(model, guide, x[: args.batch_size], args.sample_chunk, **kwargs)
+        synchronize(args.device)
         start = time.perf_counter()
-        if method == "pyrovae":
-            log_px = evaluate.log_likelihood(model, guide, x, args.num_samples, **kwargs)
-        else:
-            log_px = reference_log_likelihood(model, guide, x, args.num_samples, **kwargs)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        log_px = estimate(model, guide, x, args.num_samples, **kwargs)
+        synchronize(args.device)
         seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     queue.put((seconds, before / 1024, peak / 1024, log_px.mean().item()))
