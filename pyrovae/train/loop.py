@@ -40,6 +40,7 @@ import math
 import os
 import time
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -561,6 +562,7 @@ def fit(
                     raise _EpochFailed(f"{bad} became non-finite")
             except _EpochFailed as failure:
                 _restore(model, guide, step, epoch_start)
+                step.forget_unread()
                 step.skipped_in_a_row = 0
                 lr = step.optimizer.param_groups[0]["lr"]
                 if config.on_nan == "rollback" and len(history.rollbacks) < config.max_rollbacks:
@@ -643,8 +645,10 @@ def _train_epoch(
 ) -> float:
     """One pass over the shuffled training split; the beta-weighted objective per point
     (minibatch losses weighted by their size). ``_EpochFailed`` on too many non-finite
-    steps in a row or on divergence. With a distributed ``context`` each process takes its
-    shard of every global batch; losses and gradients are summed over processes."""
+    steps in a row or on divergence, seen when that step's outcome is read: with fused
+    Adam one step later (:meth:`SVIStep.launch`), which the epoch's restore undoes. With a
+    distributed ``context`` each process takes its shard of every global batch; losses and
+    gradients are summed over processes."""
     total, count = 0.0, 0
     shuffle = {}
     if context is not None:
@@ -653,26 +657,40 @@ def _train_epoch(
             "shard": context.shard(),
         }
     batches = splits.batches("train", config.batch_size, shuffle=True, **shuffle)
+    launched = deque()  # (step index, global rows) of the steps whose outcome is unread
+
+    def account(outcome) -> None:
+        nonlocal total, count
+        index, global_rows = launched.popleft()
+        if outcome.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
+            raise _EpochFailed(
+                f"the loss or its gradient was non-finite ({outcome.loss}) in "
+                f"{outcome.skipped_in_a_row} steps in a row (step {index}; those steps were "
+                "skipped)"
+            )
+        if divergence.diverged(outcome.loss / n_train):
+            raise _EpochFailed(
+                f"training diverged at step {index}: the loss is {outcome.loss / n_train:.4g} "
+                f"nats per point, above {divergence.limit():.4g} (the best so far, "
+                f"{divergence.best:.4g}, plus divergence_factor={divergence.factor} times the "
+                f"loss's scale {divergence.scale():.4g})"
+            )
+        if math.isfinite(outcome.loss):
+            total += outcome.loss * global_rows / n_train
+            count += global_rows
+
     for index, x in enumerate(batches, 1):
         global_rows = min(config.batch_size, n_train - (index - 1) * config.batch_size)
         data_scale = 1.0 if self_scaled else n_train / global_rows
         extra = None
         if labeled is not None:
             extra = (splits.present_like_train(labeled[0]), labeled[1], 1.0)
-        loss = step(x, data_scale=data_scale, beta=beta, labeled=extra)
-        if step.skipped_in_a_row >= MAX_SKIPPED_IN_A_ROW:
-            raise _EpochFailed(
-                f"the loss or its gradient was non-finite ({loss}) in {step.skipped_in_a_row} "
-                f"steps in a row (step {index}; those steps were skipped)"
-            )
-        if divergence.diverged(loss / n_train):
-            raise _EpochFailed(
-                f"training diverged at step {index}: the loss is {loss / n_train:.4g} nats per "
-                f"point, above {divergence.limit():.4g} (the best so far, {divergence.best:.4g}, "
-                f"plus divergence_factor={divergence.factor} times the loss's scale "
-                f"{divergence.scale():.4g})"
-            )
-        if math.isfinite(loss):
-            total += loss * global_rows / n_train
-            count += global_rows
+        step.launch(x, data_scale=data_scale, beta=beta, labeled=extra)
+        launched.append((index, global_rows))
+        # the previous step's outcome, read while the device runs this one: a skipped or
+        # diverged step is seen one step late, and the epoch is restored all the same
+        for outcome in step.read(leave=1):
+            account(outcome)
+    for outcome in step.read():
+        account(outcome)
     return -total / count if count else float("nan")

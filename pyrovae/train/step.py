@@ -1,14 +1,20 @@
 """One optimisation step of an objective on a minibatch, with a native torch optimizer.
 
 The loss and the gradients are checked BEFORE the optimizer step: a non-finite one is
-skipped (and counted), so NaN or Inf never reaches the parameters or Adam's state."""
+skipped (and counted), so NaN or Inf never reaches the parameters or Adam's state. With
+PyTorch's fused Adam the skip is decided on the device (the kernel's ``found_inf`` flag,
+which GradScaler uses the same way), so a step needs no host read: :meth:`SVIStep.launch`
+returns at once and :meth:`SVIStep.read` reads the outcomes later, while the device works
+on the next step. Other optimizers read the check on the host before stepping."""
 
 from __future__ import annotations
 
 import logging
 import math
 import warnings
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pyro
 import pyro.poutine as poutine
@@ -101,6 +107,26 @@ class StoredParams(Messenger):
         msg["done"] = True
 
 
+def guards_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether every parameter group runs PyTorch's fused Adam, whose kernel skips the
+    update (moments and step count included) when its ``found_inf`` flag is 1."""
+    return isinstance(optimizer, torch.optim.Adam) and all(
+        group.get("fused") for group in optimizer.param_groups
+    )
+
+
+@dataclass
+class StepOutcome:
+    """What one step did: ``loss``, the scaled loss (a negative ELBO estimate, nats, NaN
+    or Inf when non-finite); ``skipped``: the loss or a gradient was non-finite, so the
+    optimizer left the parameters and its state as they were; ``skipped_in_a_row``: the
+    skipped steps up to and including this one since the last step taken."""
+
+    loss: float
+    skipped: bool
+    skipped_in_a_row: int
+
+
 class SVIStep:
     """One gradient step of ``objective`` on a minibatch, with native ``torch.optim.Adam``.
 
@@ -143,6 +169,8 @@ class SVIStep:
         self.reducer: Callable | None = None
         self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
         self.skipped_total = 0
+        # per launched step not yet read: its entry sums (loss, then each gradient)
+        self._unread: deque[torch.Tensor | list[float]] = deque()
         self.jit = jit
         self.traced = TracedLoss(self._unlabeled_loss, self.scaler) if jit else None
 
@@ -230,11 +258,66 @@ class SVIStep:
         beta: float = 1.0,
         labeled: tuple[torch.Tensor, torch.Tensor, float] | None = None,
     ) -> float:
-        """Take one step; return the scaled loss (a negative ELBO estimate, nats).
+        """Take one step and wait for it; return the scaled loss (a negative ELBO
+        estimate, nats). Arguments as in :meth:`launch`."""
+        self.launch(x, data_scale, beta, labeled)
+        return self.read()[-1].loss
+
+    def launch(
+        self,
+        x: torch.Tensor,
+        data_scale: float = 1.0,
+        beta: float = 1.0,
+        labeled: tuple[torch.Tensor, torch.Tensor, float] | None = None,
+    ) -> None:
+        """Take one step on minibatch ``x`` (its loss scaled by ``data_scale``, N/B, and
+        the KL by ``beta``) without waiting for the device where the optimizer can skip a
+        non-finite step itself; :meth:`read` gives its :class:`StepOutcome`.
 
         ``labeled = (x_l, y_l, scale_l)`` adds the labelled term of a semi-supervised pair,
         ``-ELBO(x_l, y_l)`` computed by ``Trace_ELBO`` (y observed: nothing to enumerate)
         with the data plate scaled by ``scale_l`` (N_labelled / B_labelled)."""
+        loss = self._backward(x, data_scale, beta, labeled)
+        grads = [p.grad for p in self.params if p.grad is not None]
+        sums = entry_sums([loss, *grads], loss)  # non-finite exactly where a check fails
+        if guards_on_device(self.optimizer):
+            # the kernel skips the update (and undoes its step count) when found_inf is 1
+            self.optimizer.found_inf = (~torch.isfinite(sums).all()).to(torch.float32)
+            self.optimizer.step()
+            self.optimizer.found_inf = None
+            self._unread.append(sums)
+            return
+        values = sums.tolist()  # one host read, before the step
+        if all(math.isfinite(v) for v in values):
+            self.optimizer.step()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+        self._unread.append(values)
+
+    def read(self, leave: int = 0) -> list[StepOutcome]:
+        """The outcomes of the launched steps not read yet, oldest first, except the last
+        ``leave`` of them (``leave=1`` reads the previous step while the device runs the
+        one just launched: one host sync for it). Counts the skipped steps."""
+        outcomes = []
+        while len(self._unread) > leave:
+            sums = self._unread.popleft()
+            values = sums.tolist() if isinstance(sums, torch.Tensor) else sums
+            skipped = not all(math.isfinite(v) for v in values)
+            if skipped:
+                self.skipped_in_a_row += 1
+                self.skipped_total += 1
+            else:
+                self.skipped_in_a_row = 0
+            outcomes.append(StepOutcome(values[0], skipped, self.skipped_in_a_row))
+        return outcomes
+
+    def forget_unread(self) -> None:
+        """Drop the outcomes not read yet (after a failed epoch was restored)."""
+        self._unread.clear()
+
+    def _backward(self, x, data_scale, beta, labeled) -> torch.Tensor:
+        """The loss of minibatch ``x``, its gradients in ``.grad`` (summed over processes
+        when data-parallel); returns the loss."""
         if self.optimizer is None:
             self.setup(x)
         if self.traced is not None and labeled is not None and self.jit == "auto":
@@ -253,34 +336,14 @@ class SVIStep:
         if loss is None:
             self.scaler.data_scale, self.scaler.beta = data_scale, beta
             with warnings.catch_warnings():
-                # a NaN loss is handled below (skipped and counted); Pyro's warning adds nothing
+                # a NaN loss is handled by the step's check; Pyro's warning adds nothing
                 warnings.filterwarnings("ignore", message="Encountered NaN")
                 loss = self._loss(x, labeled)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.reducer is not None:  # data-parallel: sum gradients and loss over processes
             loss = self.reducer(self.params, loss)
-        value, gradient_sum = self._loss_and_gradient_sum(loss)  # one host sync per step
-        if not (math.isfinite(value) and math.isfinite(gradient_sum)):
-            # never let a non-finite loss or gradient reach the parameters
-            self.optimizer.zero_grad(set_to_none=True)
-            self.skipped_in_a_row += 1
-            self.skipped_total += 1
-            return value
-        self.optimizer.step()
-        self.skipped_in_a_row = 0
-        return value
-
-    def _loss_and_gradient_sum(self, loss: torch.Tensor) -> tuple[float, float]:
-        """(loss, sum of every gradient entry), read together in one host sync. The sum is
-        non-finite exactly when some entry is NaN or infinite (or when one tensor's finite
-        entries add up past its dtype's range, about 3e38 in float32: a divergence in its
-        own right). Summed per tensor in the gradients' own dtype (a float64 upcast copies
-        every gradient, a cost ``benchmarks/fit_epoch.py`` showed), stacked with the loss
-        in one stack, and the per-tensor sums added on the host."""
-        grads = [p.grad for p in self.params if p.grad is not None]
-        value, *gradient_sums = entry_sums([loss, *grads], loss).tolist()
-        return value, sum(gradient_sums)
+        return loss
 
 
 def entry_sums(tensors: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
