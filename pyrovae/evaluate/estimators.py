@@ -20,6 +20,8 @@ from pyrovae.denormals import flushed_denormals
 from pyrovae.errors import PyrovaeError
 
 from .importance import (
+    check_sample_chunk,
+    default_sample_chunk,
     enumerated_guide_sites,
     enumerated_log_weights,
     log_weights,
@@ -62,7 +64,7 @@ def log_likelihood(
     x: torch.Tensor,
     num_samples: int = 5000,
     batch_size: int = 100,
-    sample_chunk: int = 100,
+    sample_chunk: int | None = None,
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x_n) (Burda et al. 2015), shape ``(N,)``::
 
@@ -71,8 +73,10 @@ def log_likelihood(
     a lower bound in expectation (the IWAE bound with k = S) that tightens as S grows;
     S = 5,000 is the protocol behind published VAE log-likelihoods. Discrete guide sites
     marked for enumeration are summed out exactly (S draws of z for each of their values).
-    Memory is bounded by ``sample_chunk x batch_size`` draws. On the CPU, subnormal floats
-    are flushed to zero meanwhile (:mod:`pyrovae.denormals`).
+    Memory is bounded by ``sample_chunk x batch_size`` draws; ``sample_chunk=None`` picks
+    it for the device (100 on the CPU, 1,000 on CUDA, halved on running out of GPU memory:
+    :func:`~pyrovae.evaluate.importance.weight_chunks`). On the CPU, subnormal floats are
+    flushed to zero meanwhile (:mod:`pyrovae.denormals`).
     """
     check_data(x, "x")
     with flushed_denormals(x.device):
@@ -81,6 +85,8 @@ def log_likelihood(
 
 def _log_likelihood(model, guide, x, num_samples, batch_size, sample_chunk) -> torch.Tensor:
     if enumerated_guide_sites(guide, x):
+        check_sample_chunk(sample_chunk)
+        sample_chunk = sample_chunk or default_sample_chunk(x.device)
         out = []
         for row in range(0, x.shape[0], batch_size):
             rows = x[row : row + batch_size]

@@ -14,6 +14,7 @@ couple the data points.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -25,6 +26,30 @@ from pyrovae.checks import latent_sites, masked_log_prob, sample_sites
 from pyrovae.errors import PyrovaeError
 
 PARTICLE_PLATE = "importance_samples"
+logger = logging.getLogger(__name__)
+
+# Draws per chunk when none is given, per device type. Measured with
+# benchmarks/iwae_eval.py (S = 5,000, 100 images per chunk, gated 784-300-300, z = 40): on an
+# H100, 1,000 draws ran 3,946 images/s against 856 for 100 (Pyro's per-chunk Python work
+# dominates small chunks there); on the CPU the arithmetic per draw dominates, and 100 keeps
+# memory small. An automatic chunk that runs out of GPU memory is halved and retried.
+DEFAULT_SAMPLE_CHUNK = {"cpu": 100, "cuda": 1000}
+
+
+def default_sample_chunk(device: torch.device) -> int:
+    """Draws per chunk for ``sample_chunk=None`` on ``device`` (:data:`DEFAULT_SAMPLE_CHUNK`;
+    100 for device types not listed)."""
+    return DEFAULT_SAMPLE_CHUNK.get(torch.device(device).type, 100)
+
+
+def check_sample_chunk(sample_chunk: int | None) -> None:
+    """Refuse a ``sample_chunk`` that is neither None nor a positive integer."""
+    if sample_chunk is None:
+        return
+    if isinstance(sample_chunk, bool) or not isinstance(sample_chunk, int) or sample_chunk < 1:
+        raise PyrovaeError(
+            f"sample_chunk must be a positive integer or None (automatic), got {sample_chunk!r}"
+        )
 
 
 @dataclass
@@ -109,16 +134,36 @@ def weight_chunks(
     x: torch.Tensor,
     num_samples: int,
     batch_size: int = 100,
-    sample_chunk: int = 100,
+    sample_chunk: int | None = None,
 ) -> Iterator[tuple[slice, int, torch.Tensor]]:
     """``(rows, first_draw, log_w)`` for chunks of at most ``sample_chunk`` draws x
     ``batch_size`` rows: ``log_w`` (draws, rows) of log p(x_n, z) - log q(z | x_n), nats.
-    Memory is one chunk at a time, so S = 5,000 fits."""
+    Memory is one chunk at a time, so S = 5,000 fits. ``sample_chunk=None`` takes
+    :func:`default_sample_chunk` for ``x``'s device and halves it whenever a chunk runs out
+    of GPU memory; a chunk size given explicitly that runs out raises a PyrovaeError."""
+    check_sample_chunk(sample_chunk)
+    automatic = sample_chunk is None
+    limit = default_sample_chunk(x.device) if automatic else sample_chunk
     for row in range(0, x.shape[0], batch_size):
         rows = slice(row, row + batch_size)
-        for begin in range(0, num_samples, sample_chunk):
-            size = min(sample_chunk, num_samples - begin)
-            yield rows, begin, site_log_probs(model, guide, x[rows], size).log_weights
+        begin = 0
+        while begin < num_samples:
+            size = min(limit, num_samples - begin)
+            try:
+                log_w = site_log_probs(model, guide, x[rows], size).log_weights
+            except torch.cuda.OutOfMemoryError as error:
+                if not automatic or size == 1:
+                    raise PyrovaeError(
+                        f"out of GPU memory evaluating {size} draws x {x[rows].shape[0]} data "
+                        "points at once; pass a smaller sample_chunk or batch_size (or "
+                        "sample_chunk=None, which halves the chunk until it fits)"
+                    ) from error
+                limit = max(1, size // 2)
+                torch.cuda.empty_cache()
+                logger.info("out of GPU memory at %d draws per chunk; now %d", size, limit)
+                continue
+            yield rows, begin, log_w
+            begin += size
 
 
 @torch.no_grad()
@@ -128,7 +173,7 @@ def log_weights(
     x: torch.Tensor,
     num_samples: int,
     batch_size: int = 100,
-    sample_chunk: int = 100,
+    sample_chunk: int | None = None,
 ) -> torch.Tensor:
     """log w_ns = log p(x_n, z_ns) - log q(z_ns | x_n), shape ``(S, N)``, in nats,
     computed in the chunks of :func:`weight_chunks`."""
