@@ -20,8 +20,7 @@ from pyrovae.denormals import flushed_denormals
 from pyrovae.errors import PyrovaeError
 
 from .importance import (
-    check_sample_chunk,
-    default_sample_chunk,
+    chunked_draws,
     enumerated_guide_sites,
     enumerated_log_weights,
     log_weights,
@@ -75,7 +74,7 @@ def log_likelihood(
     marked for enumeration are summed out exactly (S draws of z for each of their values).
     Memory is bounded by ``sample_chunk x batch_size`` draws; ``sample_chunk=None`` picks
     it for the device (100 on the CPU, 1,000 on CUDA, halved on running out of GPU memory:
-    :func:`~pyrovae.evaluate.importance.weight_chunks`). On the CPU, subnormal floats are
+    :func:`~pyrovae.evaluate.importance.chunked_draws`). On the CPU, subnormal floats are
     flushed to zero meanwhile (:mod:`pyrovae.denormals`).
     """
     check_data(x, "x")
@@ -85,18 +84,18 @@ def log_likelihood(
 
 def _log_likelihood(model, guide, x, num_samples, batch_size, sample_chunk) -> torch.Tensor:
     if enumerated_guide_sites(guide, x):
-        check_sample_chunk(sample_chunk)
-        sample_chunk = sample_chunk or default_sample_chunk(x.device)
-        out = []
-        for row in range(0, x.shape[0], batch_size):
-            rows = x[row : row + batch_size]
-            chunks = []
-            for begin in range(0, num_samples, sample_chunk):
-                size = min(sample_chunk, num_samples - begin)
-                log_w, _ = enumerated_log_weights(model, guide, rows, size)
-                chunks.append(torch.logsumexp(log_w.flatten(0, 1), 0))  # (b,)
-            out.append(torch.logsumexp(torch.stack(chunks), 0) - math.log(num_samples))
-        return torch.cat(out)
+
+        def chunk_logsumexp(rows: torch.Tensor, draws: int) -> torch.Tensor:  # (b,)
+            log_w, _ = enumerated_log_weights(model, guide, rows, draws)
+            return torch.logsumexp(log_w.flatten(0, 1), 0)
+
+        per_rows: dict[int, list[torch.Tensor]] = {}
+        for rows, _, chunk in chunked_draws(
+            chunk_logsumexp, x, num_samples, batch_size, sample_chunk
+        ):
+            per_rows.setdefault(rows.start, []).append(chunk)
+        out = [torch.logsumexp(torch.stack(c), 0) for c in per_rows.values()]
+        return torch.cat(out) - math.log(num_samples)
     # a running logsumexp over the draws of each row: memory is one chunk, not (S, N)
     total = x.new_full((x.shape[0],), -math.inf)
     for rows, _, log_w in weight_chunks(model, guide, x, num_samples, batch_size, sample_chunk):

@@ -128,17 +128,16 @@ def site_log_probs(
     )
 
 
-def weight_chunks(
-    model: Callable,
-    guide: Callable,
+def chunked_draws(
+    compute: Callable[[torch.Tensor, int], torch.Tensor],
     x: torch.Tensor,
     num_samples: int,
     batch_size: int = 100,
     sample_chunk: int | None = None,
 ) -> Iterator[tuple[slice, int, torch.Tensor]]:
-    """``(rows, first_draw, log_w)`` for chunks of at most ``sample_chunk`` draws x
-    ``batch_size`` rows: ``log_w`` (draws, rows) of log p(x_n, z) - log q(z | x_n), nats.
-    Memory is one chunk at a time, so S = 5,000 fits. ``sample_chunk=None`` takes
+    """``(rows, first_draw, compute(x[rows], draws))`` for chunks of at most
+    ``sample_chunk`` draws x ``batch_size`` rows, every draw of every row once. Memory is
+    one chunk at a time, so S = 5,000 fits. ``sample_chunk=None`` takes
     :func:`default_sample_chunk` for ``x``'s device and halves it whenever a chunk runs out
     of GPU memory; a chunk size given explicitly that runs out raises a PyrovaeError."""
     check_sample_chunk(sample_chunk)
@@ -150,7 +149,7 @@ def weight_chunks(
         while begin < num_samples:
             size = min(limit, num_samples - begin)
             try:
-                log_w = site_log_probs(model, guide, x[rows], size).log_weights
+                result = compute(x[rows], size)
             except torch.cuda.OutOfMemoryError as error:
                 if not automatic or size == 1:
                     raise PyrovaeError(
@@ -162,8 +161,25 @@ def weight_chunks(
                 torch.cuda.empty_cache()
                 logger.info("out of GPU memory at %d draws per chunk; now %d", size, limit)
                 continue
-            yield rows, begin, log_w
+            yield rows, begin, result
             begin += size
+
+
+def weight_chunks(
+    model: Callable,
+    guide: Callable,
+    x: torch.Tensor,
+    num_samples: int,
+    batch_size: int = 100,
+    sample_chunk: int | None = None,
+) -> Iterator[tuple[slice, int, torch.Tensor]]:
+    """``(rows, first_draw, log_w)`` for the chunks of :func:`chunked_draws`: ``log_w``
+    (draws, rows) of log p(x_n, z) - log q(z | x_n), nats."""
+
+    def compute(rows: torch.Tensor, draws: int) -> torch.Tensor:
+        return site_log_probs(model, guide, rows, draws).log_weights
+
+    yield from chunked_draws(compute, x, num_samples, batch_size, sample_chunk)
 
 
 @torch.no_grad()

@@ -93,3 +93,23 @@ def test_the_exact_posterior_over_y_makes_the_elbo_log_p_x(x):
     posterior = lambda rows: log_joint_y(rows)  # noqa: E731  q(y|x) = p(y|x) up to a constant
     exact = torch.logsumexp(log_joint_y(x), -1)
     torch.testing.assert_close(elbo(model, make_guide(posterior), x), exact, atol=1e-4, rtol=1e-5)
+
+
+def test_an_automatic_chunk_that_runs_out_of_gpu_memory_is_halved(x, monkeypatch):
+    """The enumerated path chunks its draws as the continuous one does (chunked_draws)."""
+    from pyrovae.evaluate import estimators
+
+    real, asked = estimators.enumerated_log_weights, []
+
+    def fits_in_3_draws(model, guide, rows, num_samples):
+        asked.append(num_samples)
+        if num_samples > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, guide, rows, num_samples)
+
+    monkeypatch.setattr(estimators, "enumerated_log_weights", fits_in_3_draws)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    exact = torch.logsumexp(log_joint_y(x), -1)
+    estimate = log_likelihood(model, make_guide(uniform), x, num_samples=7)
+    assert asked == [7, 3, 3, 1]  # 7 did not fit: halved to 3, then the 1 draw left
+    torch.testing.assert_close(estimate, exact, atol=1e-4, rtol=1e-5)
