@@ -193,7 +193,10 @@ class FitHistory:
     learning_rate: list[float] = field(default_factory=list)
     train_objective: list[float] = field(default_factory=list)  # beta-weighted, minibatch mean
     validation_elbo: list[float] = field(default_factory=list)
-    seconds: list[float] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)  # training steps only
+    # the whole epoch: steps, validation ELBO, state capture and checks (not the
+    # checkpoint write); NaN for epochs recorded before this field existed
+    epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
@@ -206,7 +209,10 @@ class FitHistory:
 
     @classmethod
     def from_dict(cls, d: dict) -> FitHistory:
-        return cls(**d)
+        history = cls(**d)
+        missing = len(history.epoch) - len(history.epoch_seconds)
+        history.epoch_seconds = [float("nan")] * missing + history.epoch_seconds
+        return history
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -524,6 +530,7 @@ def fit(
     with pyro.validation_enabled(False), flushed_denormals(config.device):
         while epoch <= config.epochs:
             beta = config.beta(epoch)
+            epoch_began = time.perf_counter()
             epoch_start = _capture(model, guide, step)
             try:
                 started = time.perf_counter()
@@ -594,6 +601,7 @@ def fit(
             history.skipped_steps = step.skipped_total
             history.validation_elbo.append(val)
             history.seconds.append(seconds)
+            history.epoch_seconds.append(time.perf_counter() - epoch_began)
             bar.update(1)
             bar.set_postfix(val_elbo=f"{val:.2f}", beta=f"{beta:.2f}")
             logger.info(

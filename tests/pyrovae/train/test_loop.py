@@ -10,7 +10,7 @@ from guides import build_guide
 from models import build_vae
 from pyrovae.data import make_splits
 from pyrovae.evaluate import estimate_elbo
-from pyrovae.train import FitConfig, SiteScale, fit, load_checkpoint
+from pyrovae.train import FitConfig, FitHistory, SiteScale, fit, load_checkpoint
 from tests.conftest import requires_cuda
 
 FAST = dict(epochs=6, batch_size=100, learning_rate=3e-3, progress=False)
@@ -41,6 +41,19 @@ def test_each_epoch_is_logged_for_runs_without_a_progress_bar(digits, caplog):
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
     assert len(lines) == 2
     assert f"validation ELBO {history.validation_elbo[1]:.4g}" in lines[1]
+
+
+def test_history_times_the_whole_epoch_and_old_histories_still_load(digits):
+    model, guide = small_pair()
+    history = fit(model, guide, digits, **{**FAST, "epochs": 2})
+    # the whole epoch holds its training steps and the validation ELBO after them
+    assert len(history.epoch_seconds) == 2
+    assert all(w > s > 0 for w, s in zip(history.epoch_seconds, history.seconds, strict=True))
+    # a history saved before epoch_seconds existed: those epochs read NaN, in place
+    saved = history.to_dict()
+    del saved["epoch_seconds"]
+    old = FitHistory.from_dict(saved)
+    assert len(old.epoch_seconds) == len(old.epoch) and all(map(math.isnan, old.epoch_seconds))
 
 
 def test_trace_and_meanfield_elbo_estimate_the_same_quantity(digits):
