@@ -11,7 +11,9 @@ VampPrior -227.35, HVAE + VampPrior -226.72 (nats per image).
 Each pair trains in ``--out/<prior>+<guide>/`` and resumes from its own checkpoint, at most
 ``--epoch-budget`` more epochs per invocation, so a long run can be continued later. When
 a pair has finished (early stop or 2,000 epochs), or with ``--evaluate``, its test log p(x)
-is estimated with its best-validation parameters. Results go to ``--out/results.json``
+is estimated with its best-validation parameters, in blocks of 100 images saved as they are
+done (:func:`pyrovae.evaluate.resumable_log_likelihood`), so an interrupted evaluation
+continues where it stopped on the next invocation. Results go to ``--out/results.json``
 with the epochs done next to the published rows, and the peak resident memory of the
 process after each pair's training; the script prints a table and the ratio of each
 pair's log p(x) to the published VAE's (1.0 = equal; below 1 is better, the figures
@@ -145,7 +147,14 @@ def train_pair(label: str, data, args) -> dict:
         load_module_state(guide, source["guide"])
         model.to(args.device), guide.to(args.device)
         test = data.test[: args.test_points].to(args.device)
-        log_px = evaluate.log_likelihood(model, guide, test, num_samples=args.num_samples)
+        # saved every 100 images and continued by the next invocation: on one CPU thread a
+        # VampPrior's 10,000 images take hours (the file is refused if the parameters,
+        # images or S differ from those it was written for)
+        epoch = row["best epoch"] if best is not None else done
+        progress = folder / f"test_log_px_epoch{epoch}_{len(test)}_S{args.num_samples}.pt"
+        log_px = evaluate.resumable_log_likelihood(
+            model, guide, test, progress, num_samples=args.num_samples
+        )
         row["test log p(x)"] = log_px.mean().item()
         row["+/- se"] = (log_px.std() / math.sqrt(len(log_px))).item()
         row["test points"] = len(log_px)

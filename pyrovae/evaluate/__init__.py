@@ -16,6 +16,7 @@ from .estimators import (
 )
 from .importance import SiteLogProbs, log_weights, site_log_probs
 from .objective import estimate_elbo
+from .resumable import resumable_log_likelihood
 from .sites import conditioned_log_prob, draw_latents, has_latent_parents
 from .summaries import (
     correlation_summary,
@@ -46,6 +47,7 @@ __all__ = [
     "posterior_correlation",
     "posterior_means",
     "reconstruct",
+    "resumable_log_likelihood",
     "sample",
     "site_log_probs",
 ]

@@ -79,11 +79,20 @@ def log_likelihood(
     """
     check_data(x, "x")
     with flushed_denormals(x.device):
-        return _log_likelihood(model, guide, x, num_samples, batch_size, sample_chunk)
+        enumerated = bool(enumerated_guide_sites(guide, x))
+        return rows_log_likelihood(
+            model, guide, x, num_samples, batch_size, sample_chunk, enumerated
+        )
 
 
-def _log_likelihood(model, guide, x, num_samples, batch_size, sample_chunk) -> torch.Tensor:
-    if enumerated_guide_sites(guide, x):
+def rows_log_likelihood(
+    model, guide, x, num_samples, batch_size, sample_chunk, enumerated: bool
+) -> torch.Tensor:
+    """:func:`log_likelihood` of the rows of ``x`` without its checks, ``enumerated``
+    saying whether the guide has enumerated sites (:func:`enumerated_guide_sites`): rows
+    evaluated in several calls draw what one call would have drawn when each call holds
+    whole batches of ``batch_size`` rows."""
+    if enumerated:
 
         def chunk_logsumexp(rows: torch.Tensor, draws: int) -> torch.Tensor:  # (b,)
             log_w, _ = enumerated_log_weights(model, guide, rows, draws)

@@ -62,21 +62,38 @@ class Checkpoint:
         """Read a checkpoint; :class:`PyrovaeError` saying what is wrong if it is missing,
         damaged (checksum), foreign, from an older format, or lacks a field."""
         path = Path(path)
-        payload = _verified_payload(path)
-        try:
-            record = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises many types; weights_only refuses code
-            first = str(error).splitlines()[0] if str(error) else ""
-            raise PyrovaeError(
-                f"checkpoint {path} cannot be read safely ({type(error).__name__}: {first}); "
-                "it was not written by fit"
-            ) from error
-        if not isinstance(record, dict) or record.get("format") != CHECKPOINT_FORMAT:
-            raise PyrovaeError(f"{path} is not a pyrovae checkpoint (no '{CHECKPOINT_FORMAT}' tag)")
+        record = read_record(
+            path, CHECKPOINT_FORMAT, remedy="train again, or resume from another copy"
+        )
         missing = [f.name for f in fields(cls) if f.name not in record]
         if missing:
             raise PyrovaeError(f"checkpoint {path} lacks {missing}; it is incomplete, train again")
         return cls(**{f.name: record[f.name] for f in fields(cls)})
+
+
+def read_record(
+    path: str | os.PathLike,
+    record_format: str,
+    label: str = "checkpoint",
+    remedy: str = "train again",
+) -> dict:
+    """The dict written by :func:`write_atomic` with ``{"format": record_format, ...}``,
+    read safely: its header and SHA-256 checked, unpickled with ``weights_only=True``.
+    :class:`PyrovaeError` naming ``label`` and ``remedy`` when it is missing, damaged,
+    foreign or of another format."""
+    path = Path(path)
+    payload = _verified_payload(path, label, remedy)
+    try:
+        record = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types; weights_only refuses code
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise PyrovaeError(
+            f"{label} {path} cannot be read safely ({type(error).__name__}: {first}); "
+            f"it was not written by pyrovae: {remedy}"
+        ) from error
+    if not isinstance(record, dict) or record.get("format") != record_format:
+        raise PyrovaeError(f"{path} is not a pyrovae {label} (no '{record_format}' tag): {remedy}")
+    return record
 
 
 def asdict_shallow(record: Checkpoint) -> dict:
@@ -89,29 +106,29 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     return Checkpoint.load(path)
 
 
-def _verified_payload(path: Path) -> bytes:
+def _verified_payload(path: Path, label: str, remedy: str) -> bytes:
     """The pickled payload of ``path`` after its tag and SHA-256 are checked."""
     if not path.is_file():
-        raise PyrovaeError(f"checkpoint {path} does not exist (or is not a file)")
+        raise PyrovaeError(f"{label} {path} does not exist (or is not a file)")
     raw = path.read_bytes()
     header = len(MAGIC) + DIGEST_BYTES + 1
     if not raw.startswith(MAGIC) or len(raw) < header or raw[header - 1 : header] != b"\n":
         if raw.startswith(_OLDER_MAGIC):
-            hint = "it was written by an older pyrovae in another format; train again"
+            hint = f"it was written by an older pyrovae in another format; {remedy}"
         elif raw.startswith(b"PK") or raw[:2] == b"\x80\x02":
             hint = (
                 "it looks like a plain torch file, which cannot be loaded without allowing it "
-                "to run code; train again"
+                f"to run code; {remedy}"
             )
         else:
-            hint = "it is not a pyrovae checkpoint"
+            hint = f"it is not a pyrovae {label}"
         raise PyrovaeError(f"{path} has no '{CHECKPOINT_FORMAT}' header: {hint}")
     digest = raw[len(MAGIC) : len(MAGIC) + DIGEST_BYTES]
     payload = raw[header:]
     if hashlib.sha256(payload).hexdigest().encode() != digest:
         raise PyrovaeError(
-            f"checkpoint {path} is damaged (its SHA-256 does not match the one written with "
-            "it); delete it and train again, or resume from another copy"
+            f"{label} {path} is damaged (its SHA-256 does not match the one written with "
+            f"it); delete it and {remedy}"
         )
     return payload
 
@@ -224,6 +241,7 @@ __all__ = [
     "Checkpoint",
     "config_differences",
     "load_checkpoint",
+    "read_record",
     "remove_stale_temporary",
     "write_atomic",
 ]
