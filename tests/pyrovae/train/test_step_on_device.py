@@ -13,17 +13,20 @@ import torch
 from torch import nn
 
 from pyrovae.train import SVIStep
-from pyrovae.train.step import guards_on_device
+from pyrovae.train.step import guards_on_device, mark_non_finite
 
 
 class PoisonablePair:
-    """A small Gaussian VAE whose model adds a NaN factor while ``poisoned`` is True."""
+    """A small Gaussian VAE whose model adds a NaN factor while ``poisoned`` is True, and
+    while ``nan_gradient`` is True a factor that is 0 (a finite loss) with a NaN gradient:
+    d/dz sqrt(0 * z) = 0 / 0."""
 
     def __init__(self, device: str):
         torch.manual_seed(0)
         self.decoder = nn.Linear(2, 8).to(device)
         self.encoder = nn.Linear(8, 4).to(device)
         self.poisoned = False
+        self.nan_gradient = False
 
     def model(self, x):
         pyro.module("poison_decoder", self.decoder)
@@ -32,6 +35,8 @@ class PoisonablePair:
             pyro.sample("x", dist.Normal(self.decoder(z), 1.0).to_event(1), obs=x)
             if self.poisoned:
                 pyro.factor("poison", x.new_full((x.shape[0],), math.nan))
+            if self.nan_gradient:
+                pyro.factor("nan_gradient", (z * 0).sqrt().sum(-1) * 0)
 
     def guide(self, x):
         pyro.module("poison_encoder", self.encoder)
@@ -60,22 +65,25 @@ def make_step(device: str, fused: bool) -> tuple[PoisonablePair, SVIStep, torch.
     return pair, step, x
 
 
+@pytest.mark.parametrize("poison", ["poisoned", "nan_gradient"], ids=["nan-loss", "nan-gradient"])
 @pytest.mark.parametrize("fused", [True, False], ids=["fused-on-device", "host-read"])
-def test_a_skipped_step_leaves_parameters_and_adam_state_bit_for_bit(device, fused):
+def test_a_skipped_step_leaves_parameters_and_adam_state_bit_for_bit(device, fused, poison):
     pair, step, x = make_step(device, fused)
     before = snapshot(step)
-    pair.poisoned = True
+    setattr(pair, poison, True)
     with pyro.validation_enabled(False):  # as in fit: a NaN factor is not a usage error
         step.launch(x)
         step.launch(x)
     (first, second) = step.read()
-    assert first.skipped and second.skipped and math.isnan(first.loss)
+    assert first.skipped and second.skipped
+    # a NaN loss is reported as such; a NaN gradient behind a finite loss is caught too
+    assert math.isnan(first.loss) if poison == "poisoned" else math.isfinite(first.loss)
     assert (first.skipped_in_a_row, second.skipped_in_a_row) == (1, 2)
     assert step.skipped_total == 2
     after = snapshot(step)
     for a, b in zip(before, after, strict=True):
         assert torch.equal(a, b)
-    pair.poisoned = False
+    setattr(pair, poison, False)
     good = step(x)
     assert math.isfinite(good) and step.skipped_in_a_row == 0
     assert not torch.equal(step.params[0], before[0])  # a good step moves again
@@ -101,3 +109,20 @@ def test_reading_one_step_late_takes_the_same_steps(device):
     assert losses["each"] == losses["late"] and len(losses["late"]) == 5
     for a, b in zip(params["each"], params["late"], strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [None, math.nan, math.inf, -math.inf])
+def test_mark_non_finite_flags_any_bad_entry_and_changes_no_value(device, bad):
+    tensors = [
+        torch.randn(3, 4, device=device),
+        torch.randn(5, dtype=torch.float64, device=device),
+        torch.sparse_coo_tensor([[0, 2]], [1.0, 2.0], (4,), check_invariants=True).to(device),
+    ]
+    if bad is not None:
+        tensors[1][3] = bad
+    before = [t.clone() for t in tensors]
+    found = torch.zeros((), device=device)
+    mark_non_finite(tensors, found)
+    assert float(found) == (0.0 if bad is None else 1.0)
+    for a, b in zip(before, tensors, strict=True):  # every value as it was, NaN included
+        torch.testing.assert_close(a.to_dense(), b.to_dense(), rtol=0, atol=0, equal_nan=True)
