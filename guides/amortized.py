@@ -29,6 +29,8 @@ class AmortizedGuide(nn.Module):
         name: parameter-store name (unique by default, see :mod:`pyrovae.naming`).
     """
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(
         self,
         encoder: nn.Module,

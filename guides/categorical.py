@@ -20,6 +20,8 @@ from pyrovae.nn import concat_broadcast
 class CategoricalLatentGuide(nn.Module):
     """``guide(x, y=None)``: y_n ~ q(y | x_n) (enumerated) unless given, z_n ~ q(z | x_n, y_n)."""
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(self, encoder, z_net, z_head, num_classes: int, name: str):
         super().__init__()
         self.encoder = encoder

@@ -25,6 +25,8 @@ from .families import make_head
 class HierarchicalGuide(nn.Module):
     """Calling it runs the Pyro guide: z2_n ~ q(z2 | x_n), z1_n ~ q(z1 | x_n, z2_n)."""
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(self, encoder, top_head, bottom_net, bottom_head, name=None):
         super().__init__()
         self.encoder = encoder

@@ -42,6 +42,8 @@ class GaussianMixtureVAE(nn.Module):
         name: parameter-store name (unique by default).
     """
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(
         self,
         decoder: nn.Module,

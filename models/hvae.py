@@ -55,6 +55,8 @@ class HierarchicalVAE(nn.Module):
         name: parameter-store name (unique by default).
     """
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(self, decoder, prior, conditional, likelihood, data_dim: int, name=None):
         super().__init__()
         self.decoder = decoder

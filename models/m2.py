@@ -46,6 +46,8 @@ class SemiSupervisedVAE(nn.Module):
             Fashion-MNIST: alpha = 50 left M2 at 30.6 % against 63.5 % for labels alone.
     """
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(
         self,
         decoder,

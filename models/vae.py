@@ -35,6 +35,8 @@ class VAE(nn.Module):
         name: parameter-store name (unique by default, see :mod:`pyrovae.naming`).
     """
 
+    jit_static = True  # fit may replay a recording of the loss: see pyrovae.train.step
+
     def __init__(
         self,
         decoder: nn.Module,

@@ -72,7 +72,14 @@ from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
-from .step import JIT_LABELLED_REFUSAL, SVIStep, check_jit, sum_of_entries, use_fused_kernel
+from .step import (
+    JIT_LABELLED_REFUSAL,
+    SVIStep,
+    check_jit,
+    resolve_jit,
+    sum_of_entries,
+    use_fused_kernel,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +137,11 @@ class FitConfig:
     on_nan: str = "raise"  # or "rollback": restore the epoch, halve the learning rate
     max_rollbacks: int = 3
     distributed: bool = False  # data-parallel under torchrun (pyrovae.train.distributed)
-    # replay a recording of the loss (pyrovae.train.traced): True for a static pair,
-    # "auto" to record where possible and run Python otherwise (the CLI's default)
-    jit: bool | str = False
+    # replay a recording of the loss (pyrovae.train.traced): True for a static pair (and
+    # refuse one that is not), "auto" to record where possible and run Python otherwise,
+    # False for Python on every step; None: "auto" for a pair whose model and guide both
+    # declare jit_static = True (pyrovae's own do), False for any other
+    jit: bool | str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +209,10 @@ class FitHistory:
     best_epoch: int | None = None
     stopped_early: bool = False
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
+    # jit: steps whose loss replayed a recording, and recordings made again because the
+    # Python loss had changed (pyrovae.train.traced.TracedLoss.verify_again)
+    replayed_steps: int = 0
+    rerecorded: int = 0
     rollbacks: list[dict] = field(default_factory=list)  # on_nan="rollback": what and when
     kl_path: str = ""
     config: dict = field(default_factory=dict)
@@ -388,7 +401,9 @@ def _resume(ckpt: Checkpoint, model, guide, step, stopping, divergence, path) ->
     divergence.load_state_dict(ckpt.monitors["divergence"])
     set_rng_state(ckpt.rng)
     logger.info("resumed from %s at epoch %d", path, ckpt.epoch)
-    return FitHistory.from_dict(ckpt.history)
+    history = FitHistory.from_dict(ckpt.history)
+    step.continue_counts(history.skipped_steps, history.replayed_steps, history.rerecorded)
+    return history
 
 
 # ------------------------------------------------------------------------------ fit
@@ -481,7 +496,7 @@ def fit(
         config.num_particles,
         data_plate,
         config.max_plate_nesting,
-        config.jit,
+        resolve_jit(config.jit, model, guide),
     )
     if config.objective == "TraceEnum_ELBO":
         step.scaler.beta_sites = warmup_sites(model, guide, probe, config.max_plate_nesting)
@@ -536,6 +551,7 @@ def fit(
                 started = time.perf_counter()
                 if context is not None:
                     context.reseed(config.seed, epoch)
+                step.verify_recordings_again()
                 objective = _train_epoch(
                     step,
                     splits,
@@ -599,6 +615,8 @@ def fit(
             history.learning_rate.append(step.optimizer.param_groups[0]["lr"])
             history.train_objective.append(objective)
             history.skipped_steps = step.skipped_total
+            history.replayed_steps = step.replayed_total
+            history.rerecorded = step.rerecorded_total
             history.validation_elbo.append(val)
             history.seconds.append(seconds)
             history.epoch_seconds.append(time.perf_counter() - epoch_began)

@@ -27,7 +27,7 @@ from .traced import TRACEABLE_OBJECTIVES, TracedLoss
 
 logger = logging.getLogger(__name__)
 
-JIT_MODES = (False, True, "auto")
+JIT_MODES = (False, True, "auto", None)
 JIT_LABELLED_REFUSAL = (
     "jit=True records unlabelled losses only; train a semi-supervised pair with jit=False"
 )
@@ -43,6 +43,25 @@ def check_jit(jit, objective: str) -> None:
             f"jit=True records the losses of {', '.join(TRACEABLE_OBJECTIVES)}; {objective} "
             "reads values on the host while it runs: use jit=False (or jit='auto')"
         )
+
+
+def declares_static(part) -> bool:
+    """Whether a model or guide says its loss can be recorded and replayed: a class
+    attribute ``jit_static = True`` promises the same tensor operations for every batch of
+    a given shape and no Python state read by the call that changes while training. The
+    models and guides of pyrovae's ``models``/``guides`` packages declare it; a subclass
+    that adds such state sets it back to False."""
+    return getattr(part, "jit_static", False) is True
+
+
+def resolve_jit(jit, model, guide) -> bool | str:
+    """The ``jit`` mode a step runs: ``jit`` itself, except None (``fit``'s default),
+    which becomes ``"auto"`` for a pair whose model and guide both declare themselves
+    static (:func:`declares_static`) and False for any other pair, whose Python state a
+    recording might freeze."""
+    if jit is not None:
+        return jit
+    return "auto" if declares_static(model) and declares_static(guide) else False
 
 
 # devices with a fused Adam kernel in PyTorch 2.x (torch.optim.Adam(..., fused=True))
@@ -150,6 +169,7 @@ class SVIStep:
         jit: bool | str = False,
     ):
         check_jit(jit, objective)
+        jit = resolve_jit(jit, model, guide)
         if jit == "auto" and objective not in TRACEABLE_OBJECTIVES:
             logger.info("jit='auto': %s runs as Python (it cannot be recorded)", objective)
             jit = False
@@ -168,6 +188,8 @@ class SVIStep:
         self.reducer: Callable | None = None
         self.skipped_in_a_row = 0  # non-finite steps skipped since the last good one
         self.skipped_total = 0
+        self.replayed_total = 0  # steps whose loss replayed a recording
+        self._rerecorded_earlier = 0  # by recordings given up since
         # per launched step not yet read: (loss, 1.0 if skipped else 0.0), on the device or read
         self._unread: deque[torch.Tensor | list[float]] = deque()
         self.jit = jit
@@ -311,6 +333,29 @@ class SVIStep:
             outcomes.append(StepOutcome(loss, skipped, self.skipped_in_a_row))
         return outcomes
 
+    @property
+    def rerecorded_total(self) -> int:
+        """Recordings made again because the Python loss had changed since recording."""
+        current = self.traced.rerecorded if self.traced is not None else 0
+        return self._rerecorded_earlier + current
+
+    def continue_counts(self, skipped: int, replayed: int, rerecorded: int) -> None:
+        """Go on counting from a resumed run's totals."""
+        self.skipped_total = skipped
+        self.replayed_total = replayed
+        self._rerecorded_earlier = rerecorded - (self.traced.rerecorded if self.traced else 0)
+
+    def _stop_replaying(self) -> None:
+        self._rerecorded_earlier = self.rerecorded_total
+        self.traced = None
+
+    def verify_recordings_again(self) -> None:
+        """Have each recording of the loss compared with the Python loss once more at its
+        next replay (:meth:`~pyrovae.train.traced.TracedLoss.verify_again`); ``fit`` calls
+        this at every epoch's start. Nothing to do without ``jit``."""
+        if self.traced is not None:
+            self.traced.verify_again()
+
     def forget_unread(self) -> None:
         """Drop the outcomes not read yet (after a failed epoch was restored)."""
         self._unread.clear()
@@ -321,18 +366,19 @@ class SVIStep:
         if self.optimizer is None:
             self.setup(x)
         if self.traced is not None and labeled is not None and self.jit == "auto":
-            self.traced = None  # a labelled term: Python
+            self._stop_replaying()  # a labelled term: Python
         loss = None
         if self.traced is not None:
             if labeled is not None:
                 raise PyrovaeError(JIT_LABELLED_REFUSAL)
             try:
                 loss = self.traced(self.params, x, data_scale, beta)
+                self.replayed_total += 1
             except PyrovaeError as refusal:
                 if self.jit != "auto":
                     raise
                 logger.info("jit='auto': training without a recording: %s", refusal)
-                self.traced = None  # refused while recording: no step taken with it, nothing drawn
+                self._stop_replaying()  # refused while recording: no step taken, nothing drawn
         if loss is None:
             self.scaler.data_scale, self.scaler.beta = data_scale, beta
             with warnings.catch_warnings():

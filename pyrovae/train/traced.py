@@ -19,13 +19,20 @@ recording). Everything else the loss reads is frozen at recording time, hence th
 - Python control flow on tensor *values* (``if x.sum() > 0``, ``.item()``, a NaN check)
   cannot be recorded: ``make_fx`` refuses it and :class:`TracedLoss` raises
   :class:`~pyrovae.errors.PyrovaeError` saying so.
-- Python state the pair reads and something changes during training (an attribute a
-  callback anneals) would stay at its recorded value: train such a pair without ``jit``.
+- Python state the pair reads is frozen at its recorded value. ``fit`` compares each
+  recording with the Python loss again at the start of every epoch
+  (:meth:`TracedLoss.verify_again`: one forward pass of each, from the same draws) and
+  records again where they differ, so state changed between epochs (an attribute set
+  from outside) is picked up before the epoch's first step. State that changes on every
+  call fails the check made at recording time, and ``jit="auto"`` then runs Python.
+  State that changes within an epoch, but not on every call, keeps its recorded value
+  until the next epoch's check: train such a pair with ``jit=False``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import operator
 from collections.abc import Callable, Iterator
 
@@ -35,6 +42,8 @@ from torch.fx.experimental.proxy_tensor import make_fx
 from pyrovae.errors import PyrovaeError
 
 from .objectives import SiteScale
+
+logger = logging.getLogger(__name__)
 
 # objectives whose loss is a pure tensor function once validation is off: no host reads
 TRACEABLE_OBJECTIVES = ("TraceMeanField_ELBO", "Trace_ELBO", "IWAE")
@@ -54,6 +63,17 @@ class TracedLoss:
         self.loss = loss
         self.scaler = scaler
         self.recordings: dict[tuple, torch.fx.GraphModule] = {}
+        # recordings to compare with the Python loss again at their next replay
+        self.to_verify: set[tuple] = set()
+        self.rerecorded = 0  # recordings replaced because the Python loss had changed
+
+    def verify_again(self) -> None:
+        """Compare each recording with the Python loss once more at its next replay (fit
+        calls this at every epoch's start). A recording that no longer reproduces the
+        Python loss, because Python state the pair reads has changed since it was made
+        (an attribute annealed from outside, a counter the model keeps), is made again,
+        so that state is frozen for one epoch at most, not for the rest of training."""
+        self.to_verify = set(self.recordings)
 
     def __call__(
         self, params: list[torch.Tensor], x: torch.Tensor, data_scale: float, beta: float
@@ -64,8 +84,19 @@ class TracedLoss:
             torch.tensor(beta, dtype=params[0].dtype, device=x.device),
         )
         recording = self.recordings.get(key)
+        devices = [x.device] if x.device.type == "cuda" else []
+        if key in self.to_verify:
+            self.to_verify.discard(key)
+            if not self._still_reproduces(recording, params, x, scales, devices):
+                recording = None
+                del self.recordings[key]
+                self.rerecorded += 1
+                logger.warning(
+                    "jit: the recorded loss no longer reproduces the Python loss (Python "
+                    "state the pair reads has changed since it was recorded); recording it "
+                    "again"
+                )
         if recording is None:
-            devices = [x.device] if x.device.type == "cuda" else []
             # recording and checking run the loss: give their random draws back
             with torch.random.fork_rng(devices=devices):
                 recording = self._record(params, x, scales)
@@ -99,6 +130,19 @@ class TracedLoss:
                 f"the model. PyTorch said: {str(error).splitlines()[0]}"
             ) from error
         return drop_identities(recording)
+
+    def _still_reproduces(self, recording, params, x, scales, devices) -> bool:
+        """Whether ``recording`` gives the Python loss's value on this batch from the same
+        random draws: forward passes only, without gradients, and the draws given back."""
+        with _scales_restored(self.scaler), torch.no_grad():
+            self.scaler.data_scale, self.scaler.beta = (float(s) for s in scales)
+            with torch.random.fork_rng(devices=devices):
+                python = self.loss(x)
+            with torch.random.fork_rng(devices=devices):
+                replayed = recording(*params, x, *scales)
+        scale = float(python.abs()) if torch.isfinite(python) else 1.0
+        tolerance = 1e-4 * max(1.0, scale)
+        return bool(torch.allclose(replayed, python, rtol=1e-4, atol=tolerance, equal_nan=True))
 
     def _check(self, recording, params, x, scales, devices) -> None:
         """Refuse a recording whose loss or gradients differ from the Python loss's on

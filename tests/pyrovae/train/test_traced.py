@@ -216,6 +216,7 @@ def test_a_resumed_jit_run_ends_where_one_run_would(digits, tmp_path):
     model_c, guide_c = _pair("standard", "diagonal", "cpu")
     resumed = fit(model_c, guide_c, digits, config, checkpoint=checkpoint, resume=checkpoint)
     assert resumed.validation_elbo == whole.validation_elbo
+    assert resumed.replayed_steps == whole.replayed_steps > 0  # counted across the resume
     for a, c in zip(
         [*model_a.parameters(), *guide_a.parameters()],
         [*model_c.parameters(), *guide_c.parameters()],
@@ -254,3 +255,73 @@ def test_jit_modes_are_checked():
     with pytest.raises(PyrovaeError, match="jit must be one of"):
         FitConfig(jit="sometimes").validate()
     FitConfig(jit="auto").validate()
+
+
+class Undeclared:
+    """A pair part of the user's own: a plain callable around a library module, declaring
+    nothing about its Python state."""
+
+    def __init__(self, part):
+        self.part = part
+
+    def __call__(self, x):
+        return self.part(x)
+
+
+def test_fits_default_replays_pyrovaes_own_pairs_and_runs_python_for_others(digits):
+    config = FitConfig(epochs=2, batch_size=256, progress=False, seed=1)
+    assert config.jit is None
+    model, guide = _pair("standard", "diagonal", "cpu")
+    steps_per_epoch = -(-digits.train.shape[0] // 256)
+    declared = fit(model, guide, digits, config)
+    assert declared.replayed_steps == 2 * steps_per_epoch
+    model, guide = _pair("standard", "diagonal", "cpu")
+    undeclared = fit(Undeclared(model), guide, digits, config)  # what the user wrote
+    assert undeclared.replayed_steps == 0
+    # the same training either way, up to float rounding
+    assert declared.validation_elbo == pytest.approx(undeclared.validation_elbo, abs=1e-4)
+    model, guide = _pair("standard", "diagonal", "cpu")
+    assert fit(Undeclared(model), guide, digits, config, jit="auto").replayed_steps > 0
+
+
+class AnnealedBetweenEpochs(torch.nn.Module):
+    """A model whose likelihood weight grows by 0.5 after each validation ELBO, i.e.
+    between epochs: Python state a recording freezes. Declares itself static, wrongly."""
+
+    jit_static = True
+
+    def __init__(self, model, validation_rows):
+        super().__init__()
+        self.model, self.validation_rows, self.weight = model, validation_rows, 1.0
+
+    def forward(self, x):
+        with pyro.poutine.scale(scale=self.weight):
+            self.model(x)
+        if x.shape[0] == self.validation_rows:
+            self.weight += 0.5
+
+
+def test_a_recording_is_made_again_when_the_python_loss_has_changed(digits, monkeypatch):
+    config = FitConfig(epochs=3, batch_size=256, progress=False, seed=5)
+    rows = digits.validation.shape[0]
+    assert rows != 256 and rows != digits.train.shape[0] % 256
+
+    def train(jit):
+        model, guide = _pair("standard", "diagonal", "cpu")
+        annealed = AnnealedBetweenEpochs(model, rows)
+        history = fit(annealed, guide, digits, config, jit=jit)
+        return history, [*model.parameters(), *guide.parameters()]
+
+    python, params_python = train(False)
+    replayed, params_replayed = train(None)
+    # epochs 2 and 3 each found both recordings (full batches, last batch) stale
+    assert replayed.rerecorded == 4
+    assert replayed.validation_elbo == pytest.approx(python.validation_elbo, abs=1e-4)
+    for a, b in zip(params_replayed, params_python, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    # without the check between epochs the weight would stay at 1.0 in every step
+    monkeypatch.setattr("pyrovae.train.traced.TracedLoss.verify_again", lambda self: None)
+    frozen, params_frozen = train(None)
+    assert frozen.rerecorded == 0
+    pairs = zip(params_frozen, params_python, strict=True)
+    assert any(not torch.allclose(a, b, atol=1e-3) for a, b in pairs)
