@@ -170,6 +170,8 @@ class SVIStep:
     ):
         check_jit(jit, objective)
         jit = resolve_jit(jit, model, guide)
+        # a pair that declares itself static is taken at its word: no check between epochs
+        self.declared_static = declares_static(model) and declares_static(guide)
         if jit == "auto" and objective not in TRACEABLE_OBJECTIVES:
             logger.info("jit='auto': %s runs as Python (it cannot be recorded)", objective)
             jit = False
@@ -352,8 +354,11 @@ class SVIStep:
     def verify_recordings_again(self) -> None:
         """Have each recording of the loss compared with the Python loss once more at its
         next replay (:meth:`~pyrovae.train.traced.TracedLoss.verify_again`); ``fit`` calls
-        this at every epoch's start. Nothing to do without ``jit``."""
-        if self.traced is not None:
+        this at every epoch's start. Nothing to do without ``jit``, and for a pair that
+        declares itself static (:func:`declares_static`): it promises no changing state,
+        and the check costs a Python forward pass and a replayed one per recording, a
+        tenth of an epoch of ten batches."""
+        if self.traced is not None and not self.declared_static:
             self.traced.verify_again()
 
     def forget_unread(self) -> None:

@@ -19,11 +19,11 @@ recording). Everything else the loss reads is frozen at recording time, hence th
 - Python control flow on tensor *values* (``if x.sum() > 0``, ``.item()``, a NaN check)
   cannot be recorded: ``make_fx`` refuses it and :class:`TracedLoss` raises
   :class:`~pyrovae.errors.PyrovaeError` saying so.
-- Python state the pair reads is frozen at its recorded value. ``fit`` compares each
-  recording with the Python loss again at the start of every epoch
-  (:meth:`TracedLoss.verify_again`: one forward pass of each, from the same draws) and
-  records again where they differ, so state changed between epochs (an attribute set
-  from outside) is picked up before the epoch's first step. State that changes on every
+- Python state the pair reads is frozen at its recorded value. Unless the pair declares
+  itself static (``jit_static = True``), ``fit`` compares each recording with the Python
+  loss again at the start of every epoch (:meth:`TracedLoss.verify_again`: one forward
+  pass of each, from the same draws) and records again where they differ, so state
+  changed between epochs is picked up before the epoch's first step. State that changes on every
   call fails the check made at recording time, and ``jit="auto"`` then runs Python.
   State that changes within an epoch, but not on every call, keeps its recorded value
   until the next epoch's check: train such a pair with ``jit=False``.

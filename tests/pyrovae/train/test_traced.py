@@ -286,9 +286,7 @@ def test_fits_default_replays_pyrovaes_own_pairs_and_runs_python_for_others(digi
 
 class AnnealedBetweenEpochs(torch.nn.Module):
     """A model whose likelihood weight grows by 0.5 after each validation ELBO, i.e.
-    between epochs: Python state a recording freezes. Declares itself static, wrongly."""
-
-    jit_static = True
+    between epochs: Python state a recording freezes."""
 
     def __init__(self, model, validation_rows):
         super().__init__()
@@ -313,7 +311,7 @@ def test_a_recording_is_made_again_when_the_python_loss_has_changed(digits, monk
         return history, [*model.parameters(), *guide.parameters()]
 
     python, params_python = train(False)
-    replayed, params_replayed = train(None)
+    replayed, params_replayed = train("auto")  # the user's choice: it declares nothing
     # epochs 2 and 3 each found both recordings (full batches, last batch) stale
     assert replayed.rerecorded == 4
     assert replayed.validation_elbo == pytest.approx(python.validation_elbo, abs=1e-4)
@@ -321,7 +319,11 @@ def test_a_recording_is_made_again_when_the_python_loss_has_changed(digits, monk
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
     # without the check between epochs the weight would stay at 1.0 in every step
     monkeypatch.setattr("pyrovae.train.traced.TracedLoss.verify_again", lambda self: None)
-    frozen, params_frozen = train(None)
+    frozen, params_frozen = train("auto")
     assert frozen.rerecorded == 0
     pairs = zip(params_frozen, params_python, strict=True)
     assert any(not torch.allclose(a, b, atol=1e-3) for a, b in pairs)
+    # so is a pair that declares itself static: it is taken at its word
+    monkeypatch.undo()
+    monkeypatch.setattr(AnnealedBetweenEpochs, "jit_static", True, raising=False)
+    assert train(None)[0].rerecorded == 0
