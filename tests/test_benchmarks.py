@@ -17,6 +17,7 @@ CHEAP_RUNS = {
     "fashion_mnist.py": [
         *("--pairs", "standard+diagonal,hvae:vamp+diagonal", "--epoch-budget", "1", "--evaluate"),
         *("--train-size", "300", "--test-points", "10", "--num-samples", "30", "--out", "fm"),
+        *("--jobs", "2", "--time-limit", "600"),  # each pair in its own process
     ],
     "iwae_eval.py": ["--num-samples", "30", "--images", "10", "--rounds", "1"],
     "fit_epoch.py": [

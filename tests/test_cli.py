@@ -88,6 +88,17 @@ def test_train_runs_end_to_end_on_digits(tmp_path, capsys):
     assert json.loads((out / "history.json").read_text())["learning_rate"][-1] == 0.01
 
 
+def test_train_stops_at_the_time_limit_and_says_how_to_go_on(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "3", "--latent-dim", "3", "--hidden", "32", "--no-progress"]
+    assert main([*argv, "--out", str(out), "--time-limit", "0.001"]) == 0
+    printed = capsys.readouterr().out
+    assert "1 of 3 epochs" in printed
+    assert f"continue with: --resume {out / 'checkpoint.pt'}" in printed
+    assert main([*argv, "--out", str(out), "--resume", str(out / "checkpoint.pt")]) == 0
+    assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2, 3]
+
+
 def test_unknown_names_list_the_valid_ones(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--guide", "diagonl"])

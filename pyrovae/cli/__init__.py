@@ -197,6 +197,13 @@ def add_spec_arguments(parser: argparse.ArgumentParser, single_pair: bool = True
     )
     fit.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ...")
     fit.add_argument(
+        "--time-limit",
+        type=positive_float,
+        default=None,
+        help="seconds: stop at an epoch boundary before this much time has passed (a job's "
+        "wall time); --resume continues from the checkpoint (no limit when not given)",
+    )
+    fit.add_argument(
         "--on-nan",
         default="raise",
         choices=("raise", "rollback"),

@@ -70,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> FitConfig:
         on_nan=args.on_nan,
         distributed=getattr(args, "distributed", False),
         jit={"on": True, "off": False}.get(args.jit, args.jit),
+        time_limit=getattr(args, "time_limit", None),
     )
 
 
@@ -114,8 +115,11 @@ def train_one(
         "guide params": count_parameters(guide),
         "model params": count_parameters(model),
         "KL": history.kl_path,
+        "epochs": history.epoch[-1] if history.epoch else 0,
         "s/epoch": history.seconds_per_epoch,
     }
+    if config.time_limit is not None:
+        row["time-limited"] = history.time_limited
     for split in ("train", "validation", "test"):
         if getattr(splits, split) is not None:
             row[f"{split} ELBO"] = estimate_elbo(
@@ -138,6 +142,11 @@ def run(args: argparse.Namespace) -> None:
         return
     print(
         f"ELBO in nats per data point ({args.dataset}, {args.objective}, "
-        f"{args.epochs} epochs); outputs in {out}/"
+        f"{row['epochs']} of {args.epochs} epochs); outputs in {out}/"
     )
     print(format_table([row]))
+    if row.get("time-limited"):
+        print(
+            f"stopped at the time limit ({args.time_limit:g} s) after epoch {row['epochs']}; "
+            f"continue with: --resume {out / 'checkpoint.pt'}"
+        )

@@ -38,6 +38,7 @@ import copy
 import logging
 import math
 import os
+import statistics
 import time
 import warnings
 from collections import deque
@@ -87,7 +88,7 @@ MAX_SKIPPED_IN_A_ROW = 3  # non-finite steps in a row that end the epoch
 ON_NAN = ("raise", "rollback")
 # Settings a resumed run may change without --override: how long it runs and where, not
 # what it computes.
-FREE_ON_RESUME = ("epochs", "progress", "device", "jit")
+FREE_ON_RESUME = ("epochs", "progress", "device", "jit", "time_limit")
 OVERRIDE_ALIASES = {"lr": "learning_rate"}  # CLI flag names that differ from FitConfig's
 
 
@@ -142,6 +143,9 @@ class FitConfig:
     # False for Python on every step; None: "auto" for a pair whose model and guide both
     # declare jit_static = True (pyrovae's own do), False for any other
     jit: bool | str | None = None
+    # seconds: end the call at an epoch boundary before this much time has passed (a
+    # cluster job's wall time); the checkpoint then resumes where it stopped. None: no limit
+    time_limit: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -173,6 +177,12 @@ class FitConfig:
                 f"divergence_factor must be > 0 or None (off), got {self.divergence_factor}"
             )
         check_jit(self.jit, self.objective)
+        if self.time_limit is not None and not (
+            isinstance(self.time_limit, int | float) and self.time_limit > 0
+        ):
+            raise PyrovaeError(
+                f"time_limit must be a number of seconds > 0 or None, got {self.time_limit!r}"
+            )
         if self.on_nan not in ON_NAN:
             raise PyrovaeError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
         if self.max_rollbacks < 0:
@@ -208,6 +218,8 @@ class FitHistory:
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int | None = None
     stopped_early: bool = False
+    # the call ended before config.epochs because the next epoch would pass time_limit
+    time_limited: bool = False
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
     # jit: steps whose loss replayed a recording, and recordings made again because the
     # Python loss had changed (pyrovae.train.traced.TracedLoss.verify_again)
@@ -459,6 +471,7 @@ def fit(
         TrainingDiverged: non-finite or exploding training that rollbacks did not cure;
             the pair is left as it was at the start of the failing epoch.
     """
+    called = time.perf_counter()
     config = FitConfig.from_dict({**(config or FitConfig()).to_dict(), **overrides})
     config.validate()
     override = tuple(OVERRIDE_ALIASES.get(n, n.replace("-", "_")) for n in override)
@@ -541,9 +554,20 @@ def fit(
     has_validation = splits.validation is not None
     bar = tqdm(total=config.epochs, initial=start_epoch - 1, disable=not config.progress)
     epoch = start_epoch
+    walls = []  # seconds of each epoch of this call, its checkpoint write included
     # check_pair validated the inputs already; subnormal floats only slow the CPU down
     with pyro.validation_enabled(False), flushed_denormals(config.device):
         while epoch <= config.epochs:
+            if _out_of_time(config.time_limit, called, walls, context, config.device):
+                history.time_limited = True
+                logger.info(
+                    "stopping before epoch %d: at %.1f s per epoch it would end past "
+                    "time_limit=%g s; resume from the checkpoint to go on",
+                    epoch,
+                    statistics.mean(walls),
+                    config.time_limit,
+                )
+                break
             beta = config.beta(epoch)
             epoch_began = time.perf_counter()
             epoch_start = _capture(model, guide, step)
@@ -656,6 +680,7 @@ def fit(
                 ).save(checkpoint)
             if context is not None:
                 context.barrier()  # no process runs ahead of the checkpoint
+            walls.append(time.perf_counter() - epoch_began)
             if history.stopped_early:
                 logger.info("early stop at epoch %d (best %s)", epoch, stopping.best_epoch)
                 break
@@ -664,6 +689,18 @@ def fit(
     if stopping.best_state is not None:
         _restore(model, guide, step, stopping.best_state)
     return history
+
+
+def _out_of_time(time_limit, called, walls, context, device) -> bool:
+    """Whether one more epoch, at the mean pace of this call's epochs so far, would end
+    more than ``time_limit`` seconds after fit was ``called``. The first epoch always
+    runs. Data-parallel processes decide together: any one out of time stops them all."""
+    if time_limit is None or not walls:
+        return False
+    late = time.perf_counter() - called + statistics.mean(walls) > time_limit
+    if context is not None:
+        late = context.mean(float(late), device) > 0
+    return late
 
 
 def _train_epoch(

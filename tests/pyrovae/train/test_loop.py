@@ -1,4 +1,5 @@
 import math
+import time
 
 import pyro
 import pyro.distributions as dist
@@ -254,6 +255,42 @@ def test_values_outside_the_likelihood_support_are_rejected(digits_gray):
         fit(model, guide, negative, progress=False)
 
 
+def test_a_time_limit_ends_the_call_at_an_epoch_boundary_and_resume_goes_on(digits, tmp_path):
+    config = FitConfig(epochs=3, batch_size=200, progress=False, seed=3, warmup_epochs=2)
+    pyro.set_rng_seed(1)
+    model_a, guide_a = small_pair()
+    whole = fit(model_a, guide_a, digits, config)
+    assert not whole.time_limited
+    ckpt = tmp_path / "run.pt"
+    pyro.set_rng_seed(1)
+    model_b, guide_b = small_pair()
+    # any epoch outlasts a millisecond: the first always runs, then the call ends
+    limited = fit(model_b, guide_b, digits, config, checkpoint=ckpt, time_limit=1e-3)
+    assert limited.time_limited and limited.epoch == [1]
+    assert load_checkpoint(ckpt).epoch == 1
+    model_c, guide_c = small_pair()
+    resumed = fit(model_c, guide_c, digits, config, checkpoint=ckpt, resume=ckpt)
+    assert resumed.epoch == [1, 2, 3] and not resumed.time_limited
+    assert resumed.validation_elbo == whole.validation_elbo
+    for a, c in zip(
+        [*model_a.parameters(), *guide_a.parameters()],
+        [*model_c.parameters(), *guide_c.parameters()],
+        strict=True,
+    ):
+        assert torch.equal(a, c)
+
+
+def test_the_time_limit_allows_an_epoch_only_if_it_ends_in_time():
+    from pyrovae.train.loop import _out_of_time
+
+    now = time.perf_counter()
+    # called 8 s ago with a 10 s limit: a 3 s epoch would end late, a 1 s epoch in time
+    assert _out_of_time(10.0, now - 8.0, [3.0, 3.0], None, "cpu")
+    assert not _out_of_time(10.0, now - 8.0, [1.0, 1.0], None, "cpu")
+    assert not _out_of_time(10.0, now - 80.0, [], None, "cpu")  # the first epoch always runs
+    assert not _out_of_time(None, now - 80.0, [3.0], None, "cpu")
+
+
 @pytest.mark.parametrize(
     "override, message",
     [
@@ -261,6 +298,8 @@ def test_values_outside_the_likelihood_support_are_rejected(digits_gray):
         ({"epochs": 0}, "epochs must be"),
         ({"learning_rate": -1.0}, "learning_rate must be"),
         ({"bogus": 1}, "unknown FitConfig fields"),
+        ({"time_limit": 0}, "time_limit must be"),
+        ({"time_limit": "1h"}, "time_limit must be"),
     ],
 )
 def test_bad_config_is_rejected(digits, override, message):
