@@ -1,7 +1,8 @@
 """Run by tests/test_distributed.py under torchrun: a few steps of data-parallel fit on a
 deterministic pair (a Delta guide and gray-level digits: no noise anywhere), then each
 process saves its parameters. PYROVAE_TEST_JIT=1 trains with jit=True; PYROVAE_TEST_DEVICE
-names the device (cpu, the default, trains over gloo; cuda over NCCL, one GPU per process)."""
+names the device (cpu, the default, trains over gloo; cuda over NCCL, one GPU per process);
+PYROVAE_TEST_RANK1_TIME_LIMIT gives process 1 alone that time limit (seconds)."""
 
 import os
 import sys
@@ -40,6 +41,8 @@ def main(out: Path, checkpoint: Path | None) -> None:
             pyro.sample("z", dist.Delta(encoder(x)).to_event(1))
 
     data = load_dataset("digits", binarize="none")
+    rank1_limit = os.environ.get("PYROVAE_TEST_RANK1_TIME_LIMIT")
+    is_rank1 = os.environ.get("RANK") == "1"
     history = fit(
         model,
         guide,
@@ -52,11 +55,13 @@ def main(out: Path, checkpoint: Path | None) -> None:
         checkpoint=checkpoint,
         jit=os.environ.get("PYROVAE_TEST_JIT") == "1",
         device=device,
+        time_limit=float(rank1_limit) if rank1_limit and is_rank1 else None,
     )
     rank = torch.distributed.get_rank()
     state = {f"decoder.{k}": v for k, v in decoder.state_dict().items()}
     state.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
     state["validation_elbo"] = torch.tensor(history.validation_elbo)
+    state["epochs"] = torch.tensor(history.epoch)
     torch.save(state, out / f"rank{rank}.pt")
 
 

@@ -25,7 +25,12 @@ def free_port() -> int:
 
 
 def torchrun(
-    processes: int, out: Path, *extra: str, jit: bool = False, device: str = "cpu"
+    processes: int,
+    out: Path,
+    *extra: str,
+    jit: bool = False,
+    device: str = "cpu",
+    rank1_time_limit: str = "",
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     command = [
@@ -39,7 +44,8 @@ def torchrun(
         env={**os.environ, "OMP_NUM_THREADS": "1",
              # the repository first, then wherever this interpreter found pyro and torch
              "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-             "PYROVAE_TEST_JIT": "1" if jit else "0", "PYROVAE_TEST_DEVICE": device},
+             "PYROVAE_TEST_JIT": "1" if jit else "0", "PYROVAE_TEST_DEVICE": device,
+             "PYROVAE_TEST_RANK1_TIME_LIMIT": rank1_time_limit},
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-4000:]
 
@@ -60,6 +66,16 @@ def test_two_processes_stay_identical_and_match_one_process(tmp_path):
     moved = [n for n in rank0 if n != "validation_elbo"]
     initial = torch.load(tmp_path / "one" / "rank0.pt")
     assert moved and all(torch.isfinite(initial[n]).all() for n in moved)
+
+
+def test_processes_stop_together_when_one_is_out_of_time(tmp_path):
+    # only process 1 has a (millisecond) limit: both end after epoch 1, still identical
+    torchrun(2, tmp_path / "limited", rank1_time_limit="0.001")
+    rank0 = torch.load(tmp_path / "limited" / "rank0.pt")
+    rank1 = torch.load(tmp_path / "limited" / "rank1.pt")
+    assert rank0["epochs"].tolist() == rank1["epochs"].tolist() == [1]
+    for name, value in rank0.items():
+        assert torch.equal(value, rank1[name]), name
 
 
 @requires_cuda

@@ -694,10 +694,13 @@ def fit(
 def _out_of_time(time_limit, called, walls, context, device) -> bool:
     """Whether one more epoch, at the mean pace of this call's epochs so far, would end
     more than ``time_limit`` seconds after fit was ``called``. The first epoch always
-    runs. Data-parallel processes decide together: any one out of time stops them all."""
-    if time_limit is None or not walls:
+    runs. Data-parallel processes decide together, whatever limit each was given: any
+    one out of time stops them all (one small all-reduce per epoch)."""
+    if not walls:
         return False
-    late = time.perf_counter() - called + statistics.mean(walls) > time_limit
+    late = time_limit is not None and (
+        time.perf_counter() - called + statistics.mean(walls) > time_limit
+    )
     if context is not None:
         late = context.mean(float(late), device) > 0
     return late
