@@ -66,6 +66,24 @@ class TracedLoss:
         # recordings to compare with the Python loss again at their next replay
         self.to_verify: set[tuple] = set()
         self.rerecorded = 0  # recordings replaced because the Python loss had changed
+        # 0-dim tensors of the scales, by (value, dtype, device): made once, not per step
+        self.scale_tensors: dict[tuple, torch.Tensor] = {}
+
+    def _scale(self, value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """``value`` as a 0-dim tensor, made the first time it is asked for and reused
+        after. A step's scales take a few values per epoch (N/B for full batches and for
+        the last one, one warm-up weight), and ``torch.tensor(value, device="cuda")``
+        would copy from host memory on every step, which waits for the device's queue:
+        the next step could no longer be launched while the device runs this one.
+        ``torch.full`` passes the value to a fill kernel instead of copying it."""
+        key = (float(value), dtype, device)
+        tensor = self.scale_tensors.get(key)
+        if tensor is None:
+            if len(self.scale_tensors) >= 64:  # a warm-up adds one weight per epoch
+                self.scale_tensors.clear()
+            tensor = torch.full((), float(value), dtype=dtype, device=device)
+            self.scale_tensors[key] = tensor
+        return tensor
 
     def verify_again(self) -> None:
         """Compare each recording with the Python loss once more at its next replay (fit
@@ -80,8 +98,8 @@ class TracedLoss:
     ) -> torch.Tensor:
         key = (tuple(x.shape), x.dtype, x.device, len(params))
         scales = (
-            torch.tensor(data_scale, dtype=params[0].dtype, device=x.device),
-            torch.tensor(beta, dtype=params[0].dtype, device=x.device),
+            self._scale(data_scale, params[0].dtype, x.device),
+            self._scale(beta, params[0].dtype, x.device),
         )
         recording = self.recordings.get(key)
         devices = [x.device] if x.device.type == "cuda" else []

@@ -14,6 +14,7 @@ from models import build_vae
 from pyrovae import PyrovaeError
 from pyrovae.train import FitConfig, SVIStep, fit
 from pyrovae.train.traced import drop_identities
+from tests.conftest import requires_cuda
 
 PAIRS = [  # (prior, guide family, objective, particles)
     ("standard", "diagonal", "TraceMeanField_ELBO", 1),
@@ -327,3 +328,36 @@ def test_a_recording_is_made_again_when_the_python_loss_has_changed(digits, monk
     monkeypatch.undo()
     monkeypatch.setattr(AnnealedBetweenEpochs, "jit_static", True, raising=False)
     assert train(None)[0].rerecorded == 0
+
+
+def test_the_scales_are_made_once_not_copied_to_the_device_every_step(digits):
+    x = torch.bernoulli(digits.train[:32])
+    model, guide = _pair("standard", "diagonal", "cpu")
+    step = SVIStep(model, guide, "TraceMeanField_ELBO", jit=True)
+    with pyro.validation_enabled(False):
+        step(x, 10.0, 0.5)
+        made = dict(step.traced.scale_tensors)
+        for _ in range(3):
+            step(x, 10.0, 0.5)
+        assert step.traced.scale_tensors.keys() == made.keys() and len(made) == 2
+        assert all(step.traced.scale_tensors[k] is made[k] for k in made)
+        step(x, 10.0, 0.6)  # a new warm-up weight: one more tensor, the others kept
+        assert len(step.traced.scale_tensors) == 3
+
+
+@requires_cuda
+def test_replayed_steps_launch_without_waiting_for_the_gpu(digits):
+    # fit reads each step's outcome one step late; launching must never wait for the
+    # device (a host copy of a scale did, twice per step, before the scales were kept)
+    x = torch.bernoulli(digits.train[:100]).cuda()
+    model, guide = _pair("standard", "diagonal", "cuda")
+    step = SVIStep(model, guide, "TraceMeanField_ELBO", jit=True)
+    with pyro.validation_enabled(False):
+        step(x, 10.0, 1.0)  # setup and recording may wait
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            for _ in range(3):
+                step.launch(x, 10.0, 1.0)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert len(step.read()) == 3
