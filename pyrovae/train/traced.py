@@ -144,7 +144,7 @@ class TracedLoss:
                 "jit=True cannot record this pair's loss: it reads a tensor's value in Python "
                 "(data-dependent control flow such as `if tensor:`, .item(), or a NaN check "
                 "inside the model, the guide or the objective), which a recording would "
-                "freeze. Train it with jit=False (the default), or move that decision out of "
+                "freeze. Train it with jit=False, or move that decision out of "
                 f"the model. PyTorch said: {str(error).splitlines()[0]}"
             ) from error
         return drop_identities(recording)
@@ -180,7 +180,7 @@ class TracedLoss:
                 "jit=True: the recorded loss cannot be differentiated as the Python loss is "
                 f"({str(error).splitlines()[0]}): a custom torch.autograd.Function's backward "
                 "is not kept by a recording (torch's Dirichlet, Beta and Gamma draws have "
-                "one). Train it with jit=False (the default)"
+                "one). Train it with jit=False"
             ) from error
         pairs = [(replayed.detach(), python.detach(), "the loss")]
         python_gradients = torch.autograd.grad(python, used, allow_unused=True)
@@ -198,7 +198,7 @@ class TracedLoss:
                     "holds something a recording cannot replay: a custom "
                     "torch.autograd.Function (its backward is not kept; the von Mises-Fisher "
                     "guide has one), or Python state that changes between calls. Train it "
-                    "with jit=False (the default)"
+                    "with jit=False"
                 )
 
 
