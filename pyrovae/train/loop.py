@@ -178,7 +178,9 @@ class FitConfig:
             )
         check_jit(self.jit, self.objective)
         if self.time_limit is not None and not (
-            isinstance(self.time_limit, int | float) and self.time_limit > 0
+            isinstance(self.time_limit, int | float)
+            and not isinstance(self.time_limit, bool)
+            and self.time_limit > 0
         ):
             raise PyrovaeError(
                 f"time_limit must be a number of seconds > 0 or None, got {self.time_limit!r}"

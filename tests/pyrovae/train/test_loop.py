@@ -300,6 +300,7 @@ def test_the_time_limit_allows_an_epoch_only_if_it_ends_in_time():
         ({"bogus": 1}, "unknown FitConfig fields"),
         ({"time_limit": 0}, "time_limit must be"),
         ({"time_limit": "1h"}, "time_limit must be"),
+        ({"time_limit": True}, "time_limit must be"),
     ],
 )
 def test_bad_config_is_rejected(digits, override, message):
