@@ -593,15 +593,19 @@ def fit(
                 seconds = time.perf_counter() - started
                 val = float("nan")
                 if has_validation:
-                    with warnings.catch_warnings():  # a NaN is handled just below
-                        warnings.filterwarnings("ignore", message="Encountered NaN")
-                        val = estimate_elbo(
-                            model,
-                            guide,
-                            splits.validation,
-                            config.objective,
-                            max_plate_nesting=config.max_plate_nesting,
-                        )
+                    # from the loss's recordings where the step has them (the same figure
+                    # from the same draws); a plate that scales itself needs Python's
+                    val = None if self_scaled else step.replayed_elbo(splits.validation)
+                    if val is None:
+                        with warnings.catch_warnings():  # a NaN is handled just below
+                            warnings.filterwarnings("ignore", message="Encountered NaN")
+                            val = estimate_elbo(
+                                model,
+                                guide,
+                                splits.validation,
+                                config.objective,
+                                max_plate_nesting=config.max_plate_nesting,
+                            )
                     if context is not None:  # the same figure, and decisions, everywhere
                         val = context.mean(val, config.device)
                     if not math.isfinite(val):

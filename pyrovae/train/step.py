@@ -176,6 +176,7 @@ class SVIStep:
             logger.info("jit='auto': %s runs as Python (it cannot be recorded)", objective)
             jit = False
         self.objective = objective
+        self.num_particles = num_particles
         self.elbo = make_objective(objective, num_particles, max_plate_nesting)
         self.labeled_elbo = make_objective("Trace_ELBO", num_particles, max_plate_nesting)
         self.scaler = SiteScale(data_plate=data_plate)
@@ -350,6 +351,27 @@ class SVIStep:
     def _stop_replaying(self) -> None:
         self._rerecorded_earlier = self.rerecorded_total
         self.traced = None
+
+    def replayed_elbo(self, x: torch.Tensor, batch_size: int = 1000) -> float | None:
+        """The ELBO of ``x`` in nats per row (beta 1), from the loss's recordings replayed
+        without gradients in chunks of ``batch_size`` rows: the figure
+        :func:`~pyrovae.evaluate.estimate_elbo` computes with one particle, from the same
+        random draws, without Pyro's Python per chunk or a host read per chunk. None where
+        the step runs Python, where the pair does not declare itself static (running its
+        Python may be what changes its state), where it trains with several particles
+        (the recorded loss is then another estimator) or cannot record a chunk's shape:
+        the caller then runs ``estimate_elbo``."""
+        if self.traced is None or not self.declared_static or self.num_particles != 1:
+            return None
+        total = None
+        try:
+            for chunk in x.split(batch_size):
+                loss = self.traced.value(self.params, chunk)
+                total = loss if total is None else total + loss
+        except PyrovaeError as refusal:
+            logger.info("validation ELBO as Python: %s", refusal)
+            return None
+        return -float(total) / x.shape[0]
 
     def verify_recordings_again(self) -> None:
         """Have each recording of the loss compared with the Python loss once more at its

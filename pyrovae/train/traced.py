@@ -96,11 +96,29 @@ class TracedLoss:
     def __call__(
         self, params: list[torch.Tensor], x: torch.Tensor, data_scale: float, beta: float
     ) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype, x.device, len(params))
         scales = (
             self._scale(data_scale, params[0].dtype, x.device),
             self._scale(beta, params[0].dtype, x.device),
         )
+        return self._recording_for(params, x, scales)(*params, x, *scales)
+
+    def value(self, params: list[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """The unscaled loss of ``x`` (data scale 1, beta 1: minus the ELBO summed over
+        its rows) from its recording, replayed without gradients; recorded first where
+        this batch shape has none (recording consumes no random draws). The replay draws
+        from torch's generator as the Python loss would, so the figure is the one the
+        Python loss gives from the same draws."""
+        one = self._scale(1.0, params[0].dtype, x.device)
+        with torch.enable_grad():  # a recording's check compares gradients
+            recording = self._recording_for(params, x, (one, one))
+        with torch.no_grad():
+            return recording(*params, x, one, one)
+
+    def _recording_for(self, params, x, scales) -> torch.fx.GraphModule:
+        """The recording for ``x``'s batch shape: made (and checked) if there is none or
+        if the one there no longer reproduces the Python loss. No random draw is
+        consumed."""
+        key = (tuple(x.shape), x.dtype, x.device, len(params))
         recording = self.recordings.get(key)
         devices = [x.device] if x.device.type == "cuda" else []
         if key in self.to_verify:
@@ -120,7 +138,7 @@ class TracedLoss:
                 recording = self._record(params, x, scales)
                 self._check(recording, params, x, scales, devices)
             self.recordings[key] = recording
-        return recording(*params, x, *scales)
+        return recording
 
     def _record(self, params, x, scales) -> torch.fx.GraphModule:
         count = len(params)

@@ -361,3 +361,23 @@ def test_replayed_steps_launch_without_waiting_for_the_gpu(digits):
         finally:
             torch.cuda.set_sync_debug_mode("default")
     assert len(step.read()) == 3
+
+
+def test_a_declared_pairs_validation_elbo_is_replayed_with_the_same_value(digits, monkeypatch):
+    import pyrovae.train.loop as loop
+
+    config = FitConfig(epochs=2, batch_size=256, progress=False, seed=6)
+    model, guide = _pair("standard", "diagonal", "cpu")
+    python = fit(model, guide, digits, config, jit=False)
+    calls = []
+    python_estimate = loop.estimate_elbo
+    monkeypatch.setattr(
+        loop, "estimate_elbo", lambda *a, **k: calls.append(1) or python_estimate(*a, **k)
+    )
+    model, guide = _pair("standard", "diagonal", "cpu")
+    replayed = fit(model, guide, digits, config)
+    assert calls == []  # no Python pass over the validation split
+    assert replayed.validation_elbo == python.validation_elbo  # same draws, same figure
+    model, guide = _pair("standard", "diagonal", "cpu")
+    fit(model, guide, digits, config, num_particles=2)  # another estimator: Python's
+    assert len(calls) == 2
