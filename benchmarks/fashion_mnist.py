@@ -25,8 +25,9 @@ pseudo-input posteriors, and a flow posterior's log density needs the inverse of
 autoregressive flows for each of them (d = 40 sequential passes kept for backward), so it
 is left out of the default pairs.
 
-``--time-limit`` ends each pair's training at an epoch boundary before that many seconds
-(a job's wall time: the next invocation resumes), and ``--jobs N`` trains up to N pairs at
+``--time-limit`` ends each pair's training at an epoch boundary and its test evaluation
+at a saved block before that many seconds (a job's wall time: the next invocation
+resumes both), and ``--jobs N`` trains up to N pairs at
 once, each in its own process (a GPU has room for several of these small networks; each
 pair's log goes to ``--out/<pair>/train.log``).
 
@@ -46,6 +47,7 @@ import math
 import resource
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -110,6 +112,7 @@ def _stopped_early(saved) -> bool:
 
 
 def train_pair(label: str, data, args) -> dict:
+    began = time.perf_counter()
     folder = Path(args.out) / label.replace(":", "-")
     checkpoint = folder / "checkpoint.pt"
     pyro.set_rng_seed(args.seed)
@@ -163,13 +166,19 @@ def train_pair(label: str, data, args) -> dict:
         # images or S differ from those it was written for)
         epoch = row["best epoch"] if best is not None else done
         progress = folder / f"test_log_px_epoch{epoch}_{len(test)}_S{args.num_samples}.pt"
+        left = None  # the rest of this pair's --time-limit; one block always runs
+        if args.time_limit is not None:
+            left = max(args.time_limit - (time.perf_counter() - began), 1e-3)
         log_px = evaluate.resumable_log_likelihood(
-            model, guide, test, progress, num_samples=args.num_samples
+            model, guide, test, progress, num_samples=args.num_samples, time_limit=left
         )
-        row["test log p(x)"] = log_px.mean().item()
-        row["+/- se"] = (log_px.std() / math.sqrt(len(log_px))).item()
-        row["test points"] = len(log_px)
         row["S"] = args.num_samples
+        if len(log_px) < len(test):  # stopped by the time limit: the next call continues
+            row["test points done"] = len(log_px)
+        else:
+            row["test log p(x)"] = log_px.mean().item()
+            row["+/- se"] = (log_px.std() / math.sqrt(len(log_px))).item()
+            row["test points"] = len(log_px)
     (folder / "row.json").write_text(json.dumps(row, indent=2))
     return row
 
@@ -230,6 +239,8 @@ def main(args: argparse.Namespace) -> float:
     for row in rows:
         figure = row.get("test log p(x)")
         shown = f"{figure:.2f} +/- {row['+/- se']:.2f}" if figure is not None else "not evaluated"
+        if "test points done" in row:
+            shown = f"{row['test points done']} of {args.test_points} images evaluated so far"
         best = ""
         if row["best validation ELBO"] is not None:
             best = f" (best {row['best validation ELBO']:.2f} at epoch {row['best epoch']})"
@@ -274,7 +285,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--time-limit",
         type=float,
         default=None,
-        help="seconds of training per pair in this invocation, ended at an epoch boundary",
+        help="seconds per pair in this invocation: training ends at an epoch boundary, the "
+        "test evaluation after a saved block of 100 images",
     )
     parser.add_argument("--jobs", type=int, default=1, help="pairs trained at once")
     parser.add_argument(

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import torch
 from pyrovae.data import check_data
 from pyrovae.denormals import flushed_denormals
 from pyrovae.errors import PyrovaeError
+from pyrovae.time_limit import check_time_limit, next_unit_ends_late
 from pyrovae.train.checkpoint import read_record, rng_state, set_rng_state, write_atomic
 
 from .estimators import rows_log_likelihood
@@ -70,10 +72,16 @@ def resumable_log_likelihood(
     batch_size: int = 100,
     sample_chunk: int | None = None,
     save_every: int = 1,
+    time_limit: float | None = None,
 ) -> torch.Tensor:
     """:func:`~pyrovae.evaluate.log_likelihood` of the rows of ``x``, shape ``(N,)``, nats,
     saved to ``path`` after every ``save_every`` batches of ``batch_size`` rows and
     continued from there when ``path`` already holds part of it.
+
+    With ``time_limit`` (seconds) the call stops after a saved block when one more block,
+    at the pace of this call's blocks, would end past the limit (the first block always
+    runs), and returns the values of the rows done so far: shape ``(k,)`` with k < N,
+    the first k rows. Calling again continues.
 
     Without an interruption the values equal ``log_likelihood(model, guide, x,
     num_samples, batch_size, sample_chunk)`` called with the same random state (each block
@@ -90,6 +98,8 @@ def resumable_log_likelihood(
             raise PyrovaeError(f"{name} must be a positive integer, got {value!r}")
     if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
         raise PyrovaeError(f"save_every must be a positive integer (batches), got {save_every!r}")
+    check_time_limit(time_limit)
+    started = time.perf_counter()
     path = Path(path)
     if path.is_dir():
         raise PyrovaeError(f"path={path} is a folder; name a file in it")
@@ -118,7 +128,18 @@ def resumable_log_likelihood(
             set_rng_state(record["rng"])
             logger.info("log p(x): continuing %s after %d of %d points", path, done, len(x))
         rows_per_block = batch_size * save_every
+        block_seconds = []
         while done < x.shape[0]:
+            if next_unit_ends_late(time_limit, started, block_seconds):
+                logger.info(
+                    "log p(x): stopping after %d of %d points at time_limit=%g s; call again "
+                    "to continue",
+                    done,
+                    len(x),
+                    time_limit,
+                )
+                break
+            block_began = time.perf_counter()
             block = x[done : done + rows_per_block]
             values.append(
                 rows_log_likelihood(
@@ -139,6 +160,7 @@ def resumable_log_likelihood(
             logger.info(
                 "log p(x): %d of %d points, mean so far %.4f nats", done, len(x), so_far.mean()
             )
+            block_seconds.append(time.perf_counter() - block_began)
     return torch.cat(values) if values else x.new_zeros((0,))
 
 

@@ -58,6 +58,7 @@ from pyrovae.denormals import flushed_denormals
 from pyrovae.distributions import kl_path
 from pyrovae.errors import PyrovaeError, TrainingDiverged, did_you_mean
 from pyrovae.evaluate.objective import estimate_elbo
+from pyrovae.time_limit import check_time_limit, next_unit_ends_late
 
 from .checkpoint import (
     Checkpoint,
@@ -177,14 +178,7 @@ class FitConfig:
                 f"divergence_factor must be > 0 or None (off), got {self.divergence_factor}"
             )
         check_jit(self.jit, self.objective)
-        if self.time_limit is not None and not (
-            isinstance(self.time_limit, int | float)
-            and not isinstance(self.time_limit, bool)
-            and self.time_limit > 0
-        ):
-            raise PyrovaeError(
-                f"time_limit must be a number of seconds > 0 or None, got {self.time_limit!r}"
-            )
+        check_time_limit(self.time_limit)
         if self.on_nan not in ON_NAN:
             raise PyrovaeError(f"on_nan must be one of {ON_NAN}, got {self.on_nan!r}")
         if self.max_rollbacks < 0:
@@ -704,9 +698,7 @@ def _out_of_time(time_limit, called, walls, context, device) -> bool:
     one out of time stops them all (one small all-reduce per epoch)."""
     if not walls:
         return False
-    late = time_limit is not None and (
-        time.perf_counter() - called + statistics.mean(walls) > time_limit
-    )
+    late = next_unit_ends_late(time_limit, called, walls)
     if context is not None:
         late = context.mean(float(late), device) > 0
     return late

@@ -66,6 +66,21 @@ def test_an_interrupted_evaluation_continues_to_the_same_values(pair, tmp_path, 
     assert torch.equal(values, expected)
 
 
+def test_a_time_limit_stops_at_a_saved_block_and_a_second_call_finishes(pair, tmp_path):
+    model, guide, x = pair
+    pyro.set_rng_seed(0)
+    expected = resumable_log_likelihood(model, guide, x, tmp_path / "whole.pt", **SETTINGS)
+    path = tmp_path / "limited.pt"
+    pyro.set_rng_seed(0)
+    # any block outlasts a microsecond: the first always runs, then the call returns
+    first = resumable_log_likelihood(model, guide, x, path, time_limit=1e-6, **SETTINGS)
+    assert first.shape == (10,) and torch.equal(first, expected[:10])
+    pyro.set_rng_seed(123)
+    assert torch.equal(resumable_log_likelihood(model, guide, x, path, **SETTINGS), expected)
+    with pytest.raises(PyrovaeError, match="time_limit must be"):
+        resumable_log_likelihood(model, guide, x, path, time_limit=0, **SETTINGS)
+
+
 def test_a_finished_file_is_read_back_without_drawing(pair, tmp_path):
     model, guide, x = pair
     path = tmp_path / "p.pt"
