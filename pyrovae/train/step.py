@@ -61,7 +61,15 @@ def resolve_jit(jit, model, guide) -> bool | str:
     recording might freeze."""
     if jit is not None:
         return jit
-    return "auto" if declares_static(model) and declares_static(guide) else False
+    if declares_static(model) and declares_static(guide):
+        return "auto"
+    logger.info(
+        "training as Python on every step: the model and the guide do not both declare "
+        "jit_static = True. If they do the same tensor operations for every batch of a "
+        "shape and read no Python state that changes, set it on both (or pass "
+        "jit='auto') and fit replays a recording of the loss instead, a faster step"
+    )
+    return False
 
 
 # devices with a fused Adam kernel in PyTorch 2.x (torch.optim.Adam(..., fused=True))

@@ -269,7 +269,7 @@ class Undeclared:
         return self.part(x)
 
 
-def test_fits_default_replays_pyrovaes_own_pairs_and_runs_python_for_others(digits):
+def test_fits_default_replays_pyrovaes_own_pairs_and_runs_python_for_others(digits, caplog):
     config = FitConfig(epochs=2, batch_size=256, progress=False, seed=1)
     assert config.jit is None
     model, guide = _pair("standard", "diagonal", "cpu")
@@ -277,8 +277,10 @@ def test_fits_default_replays_pyrovaes_own_pairs_and_runs_python_for_others(digi
     declared = fit(model, guide, digits, config)
     assert declared.replayed_steps == 2 * steps_per_epoch
     model, guide = _pair("standard", "diagonal", "cpu")
-    undeclared = fit(Undeclared(model), guide, digits, config)  # what the user wrote
+    with caplog.at_level("INFO", "pyrovae.train.step"):
+        undeclared = fit(Undeclared(model), guide, digits, config)  # what the user wrote
     assert undeclared.replayed_steps == 0
+    assert "set it on both (or pass jit='auto')" in caplog.text  # says how to go faster
     # the same training either way, up to float rounding
     assert declared.validation_elbo == pytest.approx(undeclared.validation_elbo, abs=1e-4)
     model, guide = _pair("standard", "diagonal", "cpu")
