@@ -51,3 +51,27 @@ def test_benchmark_runs_and_prints_a_ratio(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ratio" in result.stdout
+
+
+def test_gpu_checks_runs_existing_benchmarks_with_flags_they_take():
+    """benchmarks/gpu_checks.sh runs only on a GPU machine: check here that each benchmark
+    it names exists and parses the flags it is given, so the script does not rot."""
+    import importlib.util
+    import shlex
+
+    script = (BENCH_DIR / "gpu_checks.sh").read_text()
+    calls = [
+        shlex.split(line.split('"$PYTHON"', 1)[1])
+        for line in script.splitlines()
+        if line.startswith("check ") and "benchmarks/" in line
+    ]
+    assert len(calls) >= 7
+    sys.path.insert(0, str(BENCH_DIR))
+    try:
+        for path, *flags in calls:
+            spec = importlib.util.spec_from_file_location(Path(path).stem, BENCH_DIR.parent / path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            assert module.parse_args(flags).device == "cuda", path
+    finally:
+        sys.path.remove(str(BENCH_DIR))
