@@ -78,7 +78,6 @@ from .step import (
     JIT_LABELLED_REFUSAL,
     SVIStep,
     check_jit,
-    resolve_jit,
     sum_of_entries,
     use_fused_kernel,
 )
@@ -505,7 +504,7 @@ def fit(
         config.num_particles,
         data_plate,
         config.max_plate_nesting,
-        resolve_jit(config.jit, model, guide),
+        config.jit,  # None resolves inside the step, from what the pair declares
     )
     if config.objective == "TraceEnum_ELBO":
         step.scaler.beta_sites = warmup_sites(model, guide, probe, config.max_plate_nesting)

@@ -54,14 +54,14 @@ def declares_static(part) -> bool:
     return getattr(part, "jit_static", False) is True
 
 
-def resolve_jit(jit, model, guide) -> bool | str:
+def resolve_jit(jit, declared_static: bool) -> bool | str:
     """The ``jit`` mode a step runs: ``jit`` itself, except None (``fit``'s default),
     which becomes ``"auto"`` for a pair whose model and guide both declare themselves
-    static (:func:`declares_static`) and False for any other pair, whose Python state a
-    recording might freeze."""
+    static (``declared_static``, :func:`declares_static`) and False for any other pair,
+    whose Python state a recording might freeze."""
     if jit is not None:
         return jit
-    if declares_static(model) and declares_static(guide):
+    if declared_static:
         return "auto"
     logger.info(
         "training as Python on every step: the model and the guide do not both declare "
@@ -163,6 +163,8 @@ class SVIStep:
     Python work; what cannot be recorded raises :class:`~pyrovae.errors.PyrovaeError`.
     With ``jit="auto"`` the step records where it can and otherwise runs the Python loss
     (an objective, a labelled term or a pair that cannot be recorded), logging why.
+    ``jit=None`` (``fit``'s default) is ``"auto"`` for a pair that declares itself static
+    and False for any other (:func:`resolve_jit`).
     """
 
     def __init__(
@@ -174,12 +176,12 @@ class SVIStep:
         num_particles: int = 1,
         data_plate: str = DATA_PLATE,
         max_plate_nesting: int = 1,
-        jit: bool | str = False,
+        jit: bool | str | None = False,
     ):
         check_jit(jit, objective)
-        jit = resolve_jit(jit, model, guide)
         # a pair that declares itself static is taken at its word: no check between epochs
         self.declared_static = declares_static(model) and declares_static(guide)
+        jit = resolve_jit(jit, self.declared_static)
         if jit == "auto" and objective not in TRACEABLE_OBJECTIVES:
             logger.info("jit='auto': %s runs as Python (it cannot be recorded)", objective)
             jit = False

@@ -176,9 +176,7 @@ class TracedLoss:
                 python = self.loss(x)
             with torch.random.fork_rng(devices=devices):
                 replayed = recording(*params, x, *scales)
-        scale = float(python.abs()) if torch.isfinite(python) else 1.0
-        tolerance = 1e-4 * max(1.0, scale)
-        return bool(torch.allclose(replayed, python, rtol=1e-4, atol=tolerance, equal_nan=True))
+        return _agrees(replayed, python, equal_nan=True)
 
     def _check(self, recording, params, x, scales, devices) -> None:
         """Refuse a recording whose loss or gradients differ from the Python loss's on
@@ -207,8 +205,7 @@ class TracedLoss:
             what = f"the gradient of parameter {index}"
             pairs.append((_or_zeros(a, used[index]), _or_zeros(b, used[index]), what))
         for a, b, what in pairs:
-            tolerance = 1e-4 * max(1.0, float(b.abs().max()))
-            if not torch.allclose(a, b, rtol=1e-4, atol=tolerance):
+            if not _agrees(a, b):
                 difference = float((a - b).abs().max())
                 raise PyrovaeError(
                     f"jit=True: the recorded loss does not reproduce the Python loss here "
@@ -229,6 +226,14 @@ def _scales_restored(scaler: SiteScale) -> Iterator[None]:
         yield
     finally:
         scaler.data_scale, scaler.beta = saved
+
+
+def _agrees(replayed: torch.Tensor, python: torch.Tensor, equal_nan: bool = False) -> bool:
+    """Whether a replayed value equals the Python one up to float rounding: relative
+    error 1e-4, absolute 1e-4 of the largest Python entry (at least 1); non-finite entries
+    only equal themselves (NaN only with ``equal_nan``)."""
+    tolerance = 1e-4 * max(1.0, float(python.abs().max()))
+    return bool(torch.allclose(replayed, python, rtol=1e-4, atol=tolerance, equal_nan=equal_nan))
 
 
 def _or_zeros(gradient: torch.Tensor | None, param: torch.Tensor) -> torch.Tensor:
