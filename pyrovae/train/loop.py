@@ -74,13 +74,7 @@ from .distributed import DistributedContext
 from .divergence import DivergenceMonitor
 from .early_stopping import EarlyStopping
 from .objectives import check_objective, find_data_plate, make_objective, warmup_sites
-from .step import (
-    JIT_LABELLED_REFUSAL,
-    SVIStep,
-    check_jit,
-    sum_of_entries,
-    use_fused_kernel,
-)
+from .step import JIT_LABELLED_REFUSAL, SVIStep, check_jit, sum_of_entries, use_fused_kernel
 
 logger = logging.getLogger(__name__)
 
