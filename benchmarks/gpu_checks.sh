@@ -38,6 +38,7 @@ check fit_epoch "$PYTHON" benchmarks/fit_epoch.py --device cuda --rounds 5
 check fit_epoch_1024 "$PYTHON" benchmarks/fit_epoch.py --device cuda --rounds 5 --batch-size 1024
 check iwae_eval "$PYTHON" benchmarks/iwae_eval.py --device cuda --sample-chunk 1000
 check vamp_prior "$PYTHON" benchmarks/vamp_prior.py --device cuda
+check vamp_flow "$PYTHON" benchmarks/vamp_flow.py --device cuda
 check guide_families "$PYTHON" benchmarks/guide_families.py --device cuda
 check vmf_sampler "$PYTHON" benchmarks/vmf_sampler.py --device cuda
 

@@ -41,6 +41,10 @@ from pyrovae.options import builder_options, check_options
 
 logger = logging.getLogger(__name__)
 
+# K * d from which a VampPrior says so when scoring z inverts its components' flows: each
+# data point's score then costs d passes over K points (digits' d = 10, K = 500 is above)
+INVERSION_WARNING_SIZE = 1000
+
 # Sizes and context a builder receives from the model, not from the user.
 CONTEXT = ("latent_dim", "data_dim", "posterior")
 PRIORS: dict[str, type[nn.Module]] = {}
@@ -176,7 +180,8 @@ class VampPrior(nn.Module):
         components = self.posterior(self.pseudo_inputs)
         if not self._components_checked:
             self._components_checked = True
-            if _scored_by_inversion(components):
+            k, d = components.batch_shape[0], components.event_shape[0]
+            if k * d >= INVERSION_WARNING_SIZE and _scored_by_inversion(components):
                 logger.warning(
                     "the VampPrior scores each z under all %d pseudo-input posteriors, and "
                     "these are autoregressive flows in the 'iaf' direction: each score "
@@ -184,8 +189,8 @@ class VampPrior(nn.Module):
                     "backward pass (at d = 40, batch 100 that passed 24 GB). Build the flow "
                     "guide with direction='maf' (CLI: --guide-flow-direction maf), which scores "
                     "any z in one pass",
-                    components.batch_shape[0],
-                    components.batch_shape[0],
+                    k,
+                    k,
                 )
         logits = self.raw_pseudo_inputs.new_zeros(components.batch_shape[0])
         return SharedComponentMixture(logits, components)

@@ -28,6 +28,9 @@ CHEAP_RUNS = {
         *("--rounds", "1", "--repeats", "1", "--components", "8", "--latent-dim", "3"),
         *("--batch", "5", "--eval-values", "200"),
     ],
+    "vamp_flow.py": [
+        *("--rounds", "1", "--batch-size", "2", "--latent-dim", "3", "--pseudo-inputs", "4"),
+    ],
     "vmf_sampler.py": [*TINY, "--dims", "3", "--batch-size", "8", "--kl-batch", "8"],
 }
 

@@ -196,12 +196,23 @@ def test_a_vamp_prior_over_a_maf_flow_trains_on_digits(digits, device):
 
 @pytest.mark.parametrize("direction, warned", [("iaf", True), ("maf", False)])
 def test_a_vamp_prior_over_an_iaf_flow_says_to_use_maf(direction, warned, caplog):
-    guide = build_guide(64, 4, "flow", (16,), direction=direction)
-    model = build_vae(
-        64, 4, (16,), "vamp", prior_options={"num_pseudo_inputs": 9}, posterior=guide.posterior
+    guide = build_guide(64, 10, "flow", (16,), direction=direction)
+    model = build_vae(  # K d = 1000: digits' d = 10 with 100 pseudo-inputs
+        64, 10, (16,), "vamp", prior_options={"num_pseudo_inputs": 100}, posterior=guide.posterior
     )
     with caplog.at_level("WARNING", logger="models.priors"):
         model.prior()
         model.prior()  # said once per prior
     said = [r.getMessage() for r in caplog.records if "direction='maf'" in r.getMessage()]
     assert len(said) == (1 if warned else 0), said
+
+
+def test_a_small_vamp_prior_over_an_iaf_flow_says_nothing(caplog):
+    """Below K d = 1000 the inversion costs little (the registry probes K = 2, d = 3)."""
+    guide = build_guide(64, 4, "flow", (16,))
+    model = build_vae(
+        64, 4, (16,), "vamp", prior_options={"num_pseudo_inputs": 9}, posterior=guide.posterior
+    )
+    with caplog.at_level("WARNING", logger="models.priors"):
+        model.prior()
+    assert not caplog.records
