@@ -582,7 +582,11 @@ def fit(
                 if has_validation:
                     # from the loss's recordings where the step has them (the same figure
                     # from the same draws); a plate that scales itself needs Python's
-                    val = None if self_scaled else step.replayed_elbo(splits.validation)
+                    val = (
+                        None
+                        if self_scaled
+                        else step.replayed_elbo(splits.validation, config.batch_size)
+                    )
                     if val is None:
                         with warnings.catch_warnings():  # a NaN is handled just below
                             warnings.filterwarnings("ignore", message="Encountered NaN")

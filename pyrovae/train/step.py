@@ -362,9 +362,12 @@ class SVIStep:
         self._rerecorded_earlier = self.rerecorded_total
         self.traced = None
 
-    def replayed_elbo(self, x: torch.Tensor, batch_size: int = 1000) -> float | None:
+    def replayed_elbo(self, x: torch.Tensor, batch_size: int) -> float | None:
         """The ELBO of ``x`` in nats per row (beta 1), from the loss's recordings replayed
-        without gradients in chunks of ``batch_size`` rows: the figure
+        without gradients in chunks of ``batch_size`` rows (``fit`` passes its training
+        batch size: the chunks replay the training step's own recording, and hold no more
+        memory than a step does; chunks of 1,000 rows took a VampPrior over a flow guide
+        from 1.3 GB to 3.9 GB peak RSS on Fashion-MNIST): the figure
         :func:`~pyrovae.evaluate.estimate_elbo` computes with one particle, from the same
         random draws, without Pyro's Python per chunk or a host read per chunk. None where
         the step runs Python, where the pair does not declare itself static (running its

@@ -4,6 +4,8 @@ gradients (full covariance under a VampPrior, flows); recording consumes no rand
 numbers, batch shapes and scales are inputs, and what cannot be recorded (value-dependent
 Python, a custom autograd.Function's backward) is refused before training."""
 
+import math
+
 import pyro
 import pyro.distributions as dist
 import pytest
@@ -389,3 +391,24 @@ def test_a_declared_pairs_validation_elbo_is_replayed_with_the_same_value(digits
     model, guide = _pair("standard", "diagonal", "cpu")
     fit(model, guide, digits, config, num_particles=2)  # another estimator: Python's
     assert len(calls) == 2
+
+
+def test_validation_replays_in_training_sized_chunks(digits, monkeypatch):
+    """Observed: validating in chunks of 1,000 rows made a recording of that size, checked
+    with gradients, for a VampPrior over a flow guide on Fashion-MNIST: 3.9 GB peak RSS
+    against 1.3 GB with chunks of the training batch, which replay the training step's own
+    recording. No recording may hold more rows than a training batch."""
+    from pyrovae.train.traced import TracedLoss
+
+    recorded_rows = []
+    record = TracedLoss._record
+
+    def spy(self, params, x, scales):
+        recorded_rows.append(x.shape[0])
+        return record(self, params, x, scales)
+
+    monkeypatch.setattr(TracedLoss, "_record", spy)
+    model, guide = _pair("standard", "diagonal", "cpu")
+    history = fit(model, guide, digits, epochs=1, batch_size=64, progress=False)
+    assert len(digits.validation) > 64 and math.isfinite(history.validation_elbo[-1])
+    assert recorded_rows and max(recorded_rows) <= 64, recorded_rows
