@@ -23,7 +23,7 @@ being negative).
 VampPrior scores each z under all 500 pseudo-input posteriors, which takes one pass of
 each flow's network in that direction and d = 40 sequential passes, kept for backward, in
 the default ``"iaf"`` one (that version was killed by the OOM killer at 24.3 GB in its
-first epoch). Its first epoch on 2 CPU threads took 67.8 s at 3.9 GB peak RSS.
+first epoch). Its first epoch on 2 CPU threads took 65.7 s at 1.3 GB peak RSS.
 
 ``--time-limit`` ends each pair's training at an epoch boundary and its test evaluation
 at a saved block before that many seconds (a job's wall time: the next invocation
