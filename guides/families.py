@@ -12,7 +12,7 @@ family               q(z | x)                                    outputs per poi
 ``full``             N(mu, L L^T), L lower-triangular, L_ii > 0  d(d+3)/2
 ``lowrank``          N(mu, W W^T + diag(D)), W of rank r         d(r+2)
 ``mixture``          sum_k pi_k N(mu_k, diag(sigma_k^2))         K(2d+1)
-``flow``             T affine autoregressive flows on N(mu, diag)  2d(1+T)
+``flow``             T autoregressive flows on N(mu, diag)       2d(1+T)
 ``vmf``              von Mises-Fisher(mu, kappa) on S^{d-1}      d+1
 ``power-spherical``  PowerSpherical(mu, kappa) on S^{d-1}        d+1
 ``dirichlet``        Dirichlet(alpha) on the simplex             d

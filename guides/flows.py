@@ -4,7 +4,7 @@ One transform T maps x to y = exp(s(x)) * x + m(x) coordinate-wise, where a mask
 (MADE) makes m_i and s_i depend only on the coordinates before i in an ordering, and on
 the context c (the encoder's features of the data point). So
 
-    T(x) and log |det dT/dx| = sum_i s_i(x): one pass of the network;
+    T(x) and log det(dT/dx) = sum_i s_i(x): one pass of the network;
     T^{-1}(y): d passes, each fixing one more coordinate of x.
 
 The flow family can run T either way (:class:`guides.families.FlowHead`'s ``direction``):
@@ -23,7 +23,7 @@ parameters (a checkpoint of Pyro's ``conditional_affine_autoregressive`` loads a
 - :class:`SplitContextAutoRegressiveNN` applies the first layer as W_x x + (W_c c + b)
   instead of W [c; x] + b, with W_c c + b computed once per conditioning. Pyro copies the
   context to every point before concatenating: for the VampPrior's B * K points that is
-  a (B K, |c| + d) block per pass, where this computes W_c c once per component and
+  a (B K, dim(c) + d) block per pass, where this computes W_c c once per component and
   broadcasts it; and an inverse's d passes reuse it.
 - :class:`AffineAutoregressive`'s inverse is the fixed-point iteration
   x <- (y - m(x)) * exp(-s(x)) started at 0, d times. Each pass makes one more coordinate
