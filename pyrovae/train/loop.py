@@ -581,7 +581,9 @@ def fit(
                 val = float("nan")
                 if has_validation:
                     # from the loss's recordings where the step has them (the same figure
-                    # from the same draws); a plate that scales itself needs Python's
+                    # from the same draws); a plate that scales itself needs Python's. Both
+                    # in chunks of the training batch: the same draws either way, and no
+                    # more memory than a training step holds
                     val = (
                         None
                         if self_scaled
@@ -595,6 +597,7 @@ def fit(
                                 guide,
                                 splits.validation,
                                 config.objective,
+                                batch_size=config.batch_size,
                                 max_plate_nesting=config.max_plate_nesting,
                             )
                     if context is not None:  # the same figure, and decisions, everywhere

@@ -17,15 +17,16 @@ from pyrovae.train import DivergenceMonitor, fit, load_checkpoint
 
 class PoisonedModel:
     """The VAE's model with a NaN factor on the listed calls on 100-row training batches
-    (validation runs on 225 rows and is never poisoned). About 5 such calls precede the
-    first step (probes); digits then gives 13 full batches per epoch."""
+    (validation, in chunks of the batch size too, runs without gradients and is never
+    poisoned). About 5 such calls precede the first step (probes); digits then gives 13
+    full batches per epoch."""
 
     def __init__(self, model, poisoned):
         self.model, self.poisoned, self.calls = model, set(poisoned), 0
 
     def __call__(self, x):
         self.model(x)
-        if x.shape[0] != 100:
+        if x.shape[0] != 100 or not torch.is_grad_enabled():
             return
         self.calls += 1
         if self.calls in self.poisoned:
@@ -143,14 +144,15 @@ def test_rollback_gives_up_after_max_rollbacks(digits):
 
 
 class NaNOnValidation:
-    """The VAE's model with a NaN factor on validation-sized (225-row) batches only."""
+    """The VAE's model with a NaN factor on the validation pass only: its chunks (of the
+    training batch size) run without gradients, and the split's last chunk has 25 rows."""
 
     def __init__(self, model):
         self.model = model
 
     def __call__(self, x):
         self.model(x)
-        if x.shape[0] == 225:
+        if x.shape[0] == 25 and not torch.is_grad_enabled():
             pyro.factor("poison", x.new_tensor(math.nan))
 
 
