@@ -28,7 +28,9 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import pyro
 import torch
@@ -37,6 +39,9 @@ from pyro.infer import TraceMeanField_ELBO
 
 from guides import build_guide
 from models import build_vae
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
+from common import synchronize  # noqa: E402
 
 WAYS = ("pyro iaf", "pyrovae iaf", "pyrovae maf")
 
@@ -66,11 +71,6 @@ def build(way: str, latent_dim: int, pseudo_inputs: int, device: str):
     return model.to(device), guide.to(device)
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def step(model, guide, x, device: str) -> tuple[float, int]:
     """Seconds of one forward and backward pass, and the bytes saved for backward."""
     saved = 0
@@ -80,12 +80,12 @@ def step(model, guide, x, device: str) -> tuple[float, int]:
         saved += tensor.numel() * tensor.element_size()
         return tensor
 
-    sync(device)
+    synchronize(device)
     began = time.perf_counter()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = TraceMeanField_ELBO().differentiable_loss(model, guide, x)
     loss.backward()
-    sync(device)
+    synchronize(device)
     return time.perf_counter() - began, saved
 
 
