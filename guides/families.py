@@ -38,7 +38,12 @@ from torch.nn.functional import softplus
 
 from guides.flows import conditional_affine_flow
 from pyrovae import supports
-from pyrovae.distributions import PowerSpherical, VonMisesFisher
+from pyrovae.distributions import (
+    Dirichlet,
+    MixtureOfDiagNormals,
+    PowerSpherical,
+    VonMisesFisher,
+)
 from pyrovae.distributions.sphere import unit_directions
 from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import builder_options, check_options
@@ -209,7 +214,7 @@ class MixtureHead(GuideHead):
     def make_dist(self, raw, features):
         d, k = self.latent_dim, self.num_components
         locs, raw_scales, logits = raw.split([k * d, k * d, k], dim=-1)
-        return dist.MixtureOfDiagNormals(
+        return MixtureOfDiagNormals(
             locs.unflatten(-1, (k, d)),
             positive(raw_scales, self.min_scale).unflatten(-1, (k, d)),
             soft_clamp(logits, MAX_RAW),
@@ -262,8 +267,7 @@ class FlowHead(GuideHead):
         self.num_flows = num_flows
         self.direction = direction
         self.flows = nn.ModuleList(
-            conditional_affine_flow(latent_dim, in_features, flow_hidden)
-            for _ in range(num_flows)
+            conditional_affine_flow(latent_dim, in_features, flow_hidden) for _ in range(num_flows)
         )
         self._build(2 * latent_dim)
         self.outputs_per_datapoint = 2 * latent_dim * (1 + num_flows)
@@ -350,7 +354,7 @@ class DirichletHead(GuideHead):
         self._build(latent_dim)
 
     def make_dist(self, raw, features):
-        return dist.Dirichlet(positive(raw, self.min_concentration, self.max_concentration))
+        return Dirichlet(positive(raw, self.min_concentration, self.max_concentration))
 
 
 def family_options(name: str):

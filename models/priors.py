@@ -35,7 +35,12 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyrovae import supports
-from pyrovae.distributions import HypersphericalUniform, SharedComponentMixture, StandardNormal
+from pyrovae.distributions import (
+    Dirichlet,
+    HypersphericalUniform,
+    SharedComponentMixture,
+    StandardNormal,
+)
 from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import builder_options, check_options
 
@@ -255,7 +260,7 @@ class DirichletPrior(nn.Module):
             self.register_buffer("raw_concentration", raw)
 
     def forward(self) -> dist.Distribution:
-        return dist.Dirichlet(softplus(self.raw_concentration) + self.min_concentration)
+        return Dirichlet(softplus(self.raw_concentration) + self.min_concentration)
 
 
 def prior_options(name: str):

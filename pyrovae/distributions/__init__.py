@@ -1,13 +1,15 @@
 """Distributions and KL registrations that Pyro/torch lack. Importing registers the KLs.
 
 One file per distribution: :class:`StandardNormal` (N(0, 1) with its own closed-form
-KL), :class:`VonMisesFisher`, :class:`PowerSpherical`,
+KL), :class:`Dirichlet` and :class:`MixtureOfDiagNormals` (Pyro's, with draws a recording
+of the loss can replay), :class:`VonMisesFisher`, :class:`PowerSpherical`,
 :class:`HypersphericalUniform` (on the unit sphere), :class:`SharedComponentMixture` (the
 mixture-of-Gaussians prior and the VampPrior); ``bessel`` has log I_nu and I_{nu+1}/I_nu in
 pure torch; ``kl`` the closed-form KLs.
 """
 
 from .bessel import bessel_ratio, log_iv, log_ive
+from .dirichlet import Dirichlet
 from .hyperspherical_uniform import HypersphericalUniform
 from .kl import (
     draw,
@@ -19,13 +21,16 @@ from .kl import (
     kl_vmf_uniform,
 )
 from .mixture import SharedComponentMixture
+from .mixture_of_diag_normals import MixtureOfDiagNormals
 from .power_spherical import PowerSpherical
 from .sphere import log_sphere_area
 from .standard_normal import StandardNormal
 from .von_mises_fisher import VonMisesFisher
 
 __all__ = [
+    "Dirichlet",
     "HypersphericalUniform",
+    "MixtureOfDiagNormals",
     "PowerSpherical",
     "SharedComponentMixture",
     "StandardNormal",

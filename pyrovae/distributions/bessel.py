@@ -107,26 +107,42 @@ def _log_ive_and_ratio(nu: float, kappa: torch.Tensor) -> tuple[torch.Tensor, to
     return log_value, ratio
 
 
-class _LogIveAndRatio(torch.autograd.Function):
-    """(log ive(nu, kappa), R_nu(kappa)) with their closed-form derivatives in kappa."""
+# A custom operator rather than a torch.autograd.Function: a recording of the loss
+# (pyrovae.train.traced) keeps it as one node with this backward, where it would inline a
+# Function's forward and differentiate the recurrence instead of the closed form.
+@torch.library.custom_op("pyrovae::log_ive_and_ratio", mutates_args=())
+def _log_ive_and_ratio_op(kappa: torch.Tensor, nu: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log ive(nu, kappa), R_nu(kappa)) in float64 (the backward needs the ratio unrounded)."""
+    return _log_ive_and_ratio(nu, kappa)
 
-    @staticmethod
-    def forward(ctx, kappa, nu):
-        log_value, ratio = _log_ive_and_ratio(nu, kappa)
-        ctx.nu = nu
-        ctx.save_for_backward(kappa, ratio)
-        return log_value.to(kappa.dtype), ratio.to(kappa.dtype)
 
-    @staticmethod
-    def backward(ctx, grad_log, grad_ratio):
-        kappa, ratio = ctx.saved_tensors
-        k = kappa.double().clamp_min(SMALLEST_KAPPA)
-        grad = torch.zeros_like(k)
-        if grad_log is not None:
-            grad = grad + grad_log.double() * (ratio + ctx.nu / k - 1)
-        if grad_ratio is not None:
-            grad = grad + grad_ratio.double() * (1 - ratio * ratio - (2 * ctx.nu + 1) * ratio / k)
-        return grad.to(kappa.dtype), None
+@_log_ive_and_ratio_op.register_fake
+def _(kappa, nu):
+    like = torch.empty_like(kappa, dtype=torch.float64)
+    return like, torch.empty_like(like)
+
+
+def _save_kappa_and_ratio(ctx, inputs, output):
+    kappa, nu = inputs
+    ctx.nu = nu
+    ctx.save_for_backward(kappa, output[1])
+
+
+def _log_ive_and_ratio_backward(ctx, grad_log, grad_ratio):
+    """The closed-form derivatives in kappa (module docstring), in float64."""
+    kappa, ratio = ctx.saved_tensors
+    k = kappa.double().clamp_min(SMALLEST_KAPPA)
+    grad = torch.zeros_like(k)
+    if grad_log is not None:
+        grad = grad + grad_log.double() * (ratio + ctx.nu / k - 1)
+    if grad_ratio is not None:
+        grad = grad + grad_ratio.double() * (1 - ratio * ratio - (2 * ctx.nu + 1) * ratio / k)
+    return grad.to(kappa.dtype), None
+
+
+_log_ive_and_ratio_op.register_autograd(
+    _log_ive_and_ratio_backward, setup_context=_save_kappa_and_ratio
+)
 
 
 def _check_order(nu: float) -> float:
@@ -138,7 +154,8 @@ def _check_order(nu: float) -> float:
 
 def log_ive_and_ratio(nu: float, kappa: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log_ive(nu, kappa), bessel_ratio(nu, kappa))`` from one evaluation."""
-    return _LogIveAndRatio.apply(kappa, _check_order(nu))
+    log_value, ratio = _log_ive_and_ratio_op(kappa, _check_order(nu))
+    return log_value.to(kappa.dtype), ratio.to(kappa.dtype)
 
 
 def log_ive(nu: float, kappa: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ For unit vectors z in R^d, mean direction mu and concentration kappa >= 0::
     alpha = (d - 1)/2 + kappa,  beta = (d - 1)/2,
     log N = -[(alpha + beta) log 2 + beta log pi + lgamma(alpha) - lgamma(alpha + beta)].
 
-Sampling: t = 2B - 1 with B ~ Beta(alpha, beta) (reparameterized through torch's Dirichlet,
-which also returns 1 - B exactly), v uniform on S^{d-2}, z = H(mu) (t, sqrt(1 - t^2) v).
+Sampling: t = 2B - 1 with B ~ Beta(alpha, beta) (drawn as a 2-part Dirichlet with
+torch's implicit gradient, :func:`~pyrovae.distributions.dirichlet.dirichlet_draw`, which
+also returns 1 - B exactly), v uniform on S^{d-2}, z = H(mu) (t, sqrt(1 - t^2) v).
 Closed forms: E[mu^T z] = (alpha - beta) / (alpha + beta); entropy
 H = -[log N + kappa (log 2 + digamma(alpha) - digamma(alpha + beta))].
 """
@@ -20,6 +21,7 @@ import math
 import torch
 from pyro.distributions import constraints
 
+from .dirichlet import dirichlet_draw
 from .sphere import RotationSymmetric, around_e1, reflect_onto, tangent_directions
 
 
@@ -41,9 +43,7 @@ class PowerSpherical(RotationSymmetric):
         shape = torch.Size(sample_shape) + self.batch_shape
         alpha, beta = self._alpha_beta()
         concentrations = torch.stack([alpha, torch.full_like(alpha, beta)], -1)
-        b, one_minus_b = (
-            torch.distributions.Dirichlet(concentrations).rsample(sample_shape).unbind(-1)
-        )
+        b, one_minus_b = dirichlet_draw(concentrations.expand(shape + (2,))).unbind(-1)
         one_minus_t = 2 * one_minus_b  # t = 2B - 1, so 1 - t = 2 (1 - B): exact near t = 1
         del b
         v = tangent_directions(shape, self.dim, self.loc)

@@ -126,22 +126,6 @@ def _circle_w_gradient(u_w: torch.Tensor, kappa: torch.Tensor, a: torch.Tensor) 
     return half * (integrand * weights).sum(-1) * torch.sin(theta_w)
 
 
-class _ImplicitOneMinusW(torch.autograd.Function):
-    """Identity on ``1 - w`` in the forward pass; d(1 - w)/dkappa = -dw/dkappa backward."""
-
-    @staticmethod
-    def forward(ctx, one_minus_w, kappa, dim):
-        ctx.dim = dim
-        ctx.save_for_backward(one_minus_w, kappa)
-        return one_minus_w.clone()
-
-    @staticmethod
-    def backward(ctx, grad):
-        one_minus_w, kappa = ctx.saved_tensors
-        dw = implicit_w_gradient(one_minus_w, kappa.detach(), ctx.dim)
-        return None, (-grad.double() * dw).to(kappa.dtype), None
-
-
 def _wood_one_minus_w(kappa: torch.Tensor, dim: int) -> torch.Tensor:
     """1 - w for w drawn from the vMF's mean-direction marginal; ``kappa`` float64."""
     if dim == 3:  # inverse CDF in closed form: w = 1 + log(u + (1 - u) e^{-2 kappa}) / kappa
@@ -178,6 +162,37 @@ def _wood_one_minus_w(kappa: torch.Tensor, dim: int) -> torch.Tensor:
     return result
 
 
+# The draw of 1 - w with its implicit gradient, as one custom operator rather than a
+# torch.autograd.Function: a recording of the loss (pyrovae.train.traced) keeps it as one
+# node, so a replay runs the rejection sampler afresh (its rounds depend on the draws) and
+# differentiates it by the implicit gradient.
+@torch.library.custom_op("pyrovae::vmf_one_minus_w", mutates_args=())
+def draw_one_minus_w(kappa: torch.Tensor, dim: int) -> torch.Tensor:
+    """1 - w for w = mu^T z of vMF draws on S^{dim-1}, one per entry of ``kappa`` (float64),
+    by Wood's rejection sampler; differentiable in ``kappa`` by the implicit gradient
+    (:func:`implicit_w_gradient`)."""
+    return _wood_one_minus_w(kappa, dim)
+
+
+@draw_one_minus_w.register_fake
+def _(kappa, dim):
+    return torch.empty_like(kappa)
+
+
+def _save_draw_and_kappa(ctx, inputs, output):
+    kappa, ctx.dim = inputs
+    ctx.save_for_backward(output, kappa)
+
+
+def _implicit_backward(ctx, grad):
+    """d(1 - w)/dkappa = -dw/dkappa."""
+    one_minus_w, kappa = ctx.saved_tensors
+    return -grad * implicit_w_gradient(one_minus_w, kappa, ctx.dim), None
+
+
+draw_one_minus_w.register_autograd(_implicit_backward, setup_context=_save_draw_and_kappa)
+
+
 class VonMisesFisher(RotationSymmetric):
     """vMF(mu, kappa) on S^{d-1}; see the module docstring for the math.
 
@@ -196,9 +211,7 @@ class VonMisesFisher(RotationSymmetric):
     def rsample(self, sample_shape=()):
         shape = torch.Size(sample_shape) + self.batch_shape
         kappa = self.concentration.expand(shape)
-        with torch.no_grad():
-            one_minus_w = _wood_one_minus_w(kappa.detach().double(), self.dim)
-        one_minus_w = _ImplicitOneMinusW.apply(one_minus_w, kappa.double(), self.dim)
+        one_minus_w = draw_one_minus_w(kappa.double(), self.dim)
         v = tangent_directions(shape, self.dim, self.loc)
         z = around_e1(one_minus_w.to(self.loc.dtype), v)
         return reflect_onto(self.loc.expand(shape + self.event_shape), z)

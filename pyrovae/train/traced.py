@@ -111,7 +111,7 @@ class TracedLoss:
         one = self._scale(1.0, params[0].dtype, x.device)
         with torch.enable_grad():  # a recording's check compares gradients
             recording = self._recording_for(params, x, (one, one))
-        with torch.no_grad():
+        with _without_gradients():
             return recording(*params, x, one, one)
 
     def _recording_for(self, params, x, scales) -> torch.fx.GraphModule:
@@ -174,15 +174,16 @@ class TracedLoss:
             self.scaler.data_scale, self.scaler.beta = (float(s) for s in scales)
             with torch.random.fork_rng(devices=devices):
                 python = self.loss(x)
-            with torch.random.fork_rng(devices=devices):
+            with torch.random.fork_rng(devices=devices), _without_gradients():
                 replayed = recording(*params, x, *scales)
         return _agrees(replayed, python, equal_nan=True)
 
     def _check(self, recording, params, x, scales, devices) -> None:
         """Refuse a recording whose loss or gradients differ from the Python loss's on
         this batch from the same random draws: what a recording cannot replay (a custom
-        ``torch.autograd.Function``, whose backward the recording does not keep; Python
-        state read between the draws) shows up here, before any training step."""
+        ``torch.autograd.Function``, whose backward the recording does not keep, unlike a
+        ``torch.library.custom_op``'s; Python state read between the draws) shows up here,
+        before any training step."""
         # the replay below must make the draws the Python loss made
         with _scales_restored(self.scaler), torch.random.fork_rng(devices=devices):
             self.scaler.data_scale, self.scaler.beta = (float(s) for s in scales)
@@ -196,7 +197,8 @@ class TracedLoss:
                 "jit=True: the recorded loss cannot be differentiated as the Python loss is "
                 f"({str(error).splitlines()[0]}): a custom torch.autograd.Function's backward "
                 "is not kept by a recording (torch's Dirichlet, Beta and Gamma draws have "
-                "one). Train it with jit=False"
+                "one; pyrovae.distributions.Dirichlet draws the same values as a custom "
+                f"operator that records). {_HOW_TO_RECORD_A_FUNCTION}"
             ) from error
         pairs = [(replayed.detach(), python.detach(), "the loss")]
         python_gradients = torch.autograd.grad(python, used, allow_unused=True)
@@ -211,10 +213,28 @@ class TracedLoss:
                     f"jit=True: the recorded loss does not reproduce the Python loss here "
                     f"({what} differs by up to {difference:.3g} from the same draws). The pair "
                     "holds something a recording cannot replay: a custom "
-                    "torch.autograd.Function (its backward is not kept; the von Mises-Fisher "
-                    "guide has one), or Python state that changes between calls. Train it "
-                    "with jit=False"
+                    "torch.autograd.Function (its backward is not kept), or Python state "
+                    f"that changes between calls. {_HOW_TO_RECORD_A_FUNCTION}"
                 )
+
+
+_HOW_TO_RECORD_A_FUNCTION = (
+    "Train it with jit=False, or make the Function a custom operator "
+    "(torch.library.custom_op with register_autograd, as pyrovae.distributions does for "
+    "the von Mises-Fisher and Dirichlet draws): a recording keeps such an operator whole, "
+    "backward included"
+)
+
+
+def _without_gradients() -> contextlib.AbstractContextManager:
+    """The mode a recording replays in when no gradient is wanted. Not ``torch.no_grad``:
+    a recording made with gradients keeps the ``enable_grad`` blocks of the loss as
+    "gradients on", and their exits as "back to on" (what the mode was then); torch's
+    lazy properties (``Categorical.probs``, which the mixture guide's draw reads) open
+    such a block. Under ``no_grad`` the replay would record autograd history from there on
+    (memory, and a loss that requires grad); inference mode ignores the grad switch, and
+    restores the caller's grad mode on exit."""
+    return torch.inference_mode()
 
 
 @contextlib.contextmanager

@@ -186,9 +186,7 @@ def test_a_vamp_prior_over_a_maf_flow_trains_on_digits(digits, device):
         64, 8, (64,), "vamp", prior_options={"num_pseudo_inputs": 50}, posterior=guide.posterior
     )
     before = estimate_elbo(model, guide, digits.validation, "TraceMeanField_ELBO")
-    history = fit(
-        model, guide, digits, epochs=6, learning_rate=3e-3, progress=False, device=device
-    )
+    history = fit(model, guide, digits, epochs=6, learning_rate=3e-3, progress=False, device=device)
     after = estimate_elbo(model, guide, digits.validation.to(device), "TraceMeanField_ELBO")
     assert history.replayed_steps > 0
     assert after > before + 10, (before, after)

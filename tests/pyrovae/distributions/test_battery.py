@@ -16,11 +16,13 @@ import scipy.integrate
 import scipy.special
 import scipy.stats
 import torch
-from pyro.distributions import Dirichlet, Normal
+from pyro.distributions import Normal
 from torch.distributions import kl_divergence
 
 from pyrovae.distributions import (
+    Dirichlet,
     HypersphericalUniform,
+    MixtureOfDiagNormals,
     PowerSpherical,
     SharedComponentMixture,
     StandardNormal,
@@ -59,6 +61,14 @@ def mixture_oracle(q, z):
         -1,
     )
     return scipy.special.logsumexp(comps + q.log_weights.numpy(), -1)
+
+
+def diag_normal_mixture_oracle(q, z):
+    """log sum_k pi_k N(z; mu_k, diag(sigma_k^2)) for a batch of mixtures, shape (S, B)."""
+    locs, scales = q.locs.numpy(), q.coord_scale.numpy()  # (B, K, d)
+    log_pi = scipy.special.log_softmax(q.component_logits.numpy(), -1)  # (B, K)
+    components = scipy.stats.norm(locs, scales).logpdf(z.numpy()[:, :, None, :]).sum(-1)
+    return scipy.special.logsumexp(components + log_pi, -1)
 
 
 def rotation_symmetric_normaliser(q):
@@ -150,6 +160,15 @@ ROWS = [
         dirichlet_oracle,
         lambda q: Dirichlet(torch.ones(4, dtype=F64)),
         ("concentration",),
+    ),
+    Row(
+        "mixture-of-diag-normals",  # its pathwise gradients: test_mixture_of_diag_normals.py
+        lambda: MixtureOfDiagNormals(
+            torch.randn(3, 2, 4, dtype=F64),
+            torch.rand(3, 2, 4, dtype=F64) + 0.3,
+            torch.tensor([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]], dtype=F64),
+        ),
+        diag_normal_mixture_oracle,
     ),
     Row(
         "standard-normal",

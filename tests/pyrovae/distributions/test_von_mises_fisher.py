@@ -120,3 +120,31 @@ def test_kl_gradient_is_the_closed_form():
     )
     k = kappa.detach().numpy()
     np.testing.assert_allclose(kappa.grad.numpy(), k * (1 - a * a) - (d - 1) * a, rtol=1e-8)
+
+
+def test_a_recorded_draw_reruns_the_rejection_rounds_it_needs(monkeypatch):
+    """A recording of the loss (``fit``'s default) keeps the draw as one operator, so a
+    replay draws as many rejection rounds as its proposals need. With one proposal per round
+    the rounds vary from seed to seed. (Written inline, the sampler's loop reads on the host
+    whether every draw is accepted, and could not be recorded at all.)"""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    monkeypatch.setattr(vmf_module, "PROPOSALS_PER_ROUND", 1)
+    loc = torch.nn.functional.normalize(torch.randn(4, 6, dtype=F64), dim=-1)
+
+    def draw(kappa):
+        return VonMisesFisher(loc, kappa, validate_args=False).rsample()
+
+    kappa = torch.full((4,), 2.0, dtype=F64, requires_grad=True)
+    recording = make_fx(draw, pre_dispatch=True)(kappa)
+    targets = {str(node.target) for node in recording.graph.nodes}
+    assert "pyrovae.vmf_one_minus_w.default" in targets
+    for seed in range(20):
+        torch.manual_seed(seed)
+        python = draw(kappa)
+        (python_gradient,) = torch.autograd.grad(python[..., 0].sum(), kappa)
+        torch.manual_seed(seed)
+        replayed = recording(kappa)
+        (replayed_gradient,) = torch.autograd.grad(replayed[..., 0].sum(), kappa)
+        assert torch.equal(replayed, python)
+        assert torch.equal(replayed_gradient, python_gradient)

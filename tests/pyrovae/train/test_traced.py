@@ -1,6 +1,9 @@
 """jit=True: the recorded loss gives the Python loss's values and gradients from the same
 random draws, for every traceable objective and the guide families with their own
-gradients (full covariance under a VampPrior, flows); recording consumes no random
+gradients (full covariance under a VampPrior, flows, and the draws that are custom
+operators: the von Mises-Fisher's rejection sampler with its implicit gradient, the
+Dirichlet's and Power Spherical's implicit Gamma gradients, the mixture's pathwise
+gradient); recording consumes no random
 numbers, batch shapes and scales are inputs, and what cannot be recorded (value-dependent
 Python, a custom autograd.Function's backward) is refused before training."""
 
@@ -26,6 +29,12 @@ PAIRS = [  # (prior, guide family, objective, particles)
     # each draw under the pseudo-inputs' flows
     ("vamp", "flow:maf", "TraceMeanField_ELBO", 1),
     ("standard", "diagonal", "IWAE", 3),
+    # custom operators (pyrovae.distributions): the vMF draw and its Bessel normaliser, the
+    # Dirichlet draw (a VampPrior of Dirichlets: their log densities too), Power Spherical
+    ("sphere", "vmf", "TraceMeanField_ELBO", 1),
+    ("vamp", "dirichlet", "Trace_ELBO", 2),
+    ("sphere", "power-spherical", "Trace_ELBO", 1),
+    ("standard", "mixture", "Trace_ELBO", 1),  # Pyro's pathwise mixture gradient
 ]
 
 
@@ -134,19 +143,42 @@ def test_data_dependent_control_flow_is_refused():
         step(torch.randn(5))
 
 
+class _DoubledGradient(torch.autograd.Function):
+    """Identity forward, twice the gradient backward: a Function whose backward a
+    recording cannot keep."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return 2 * grad
+
+
+def _with_torch_dirichlet(head):
+    head.make_dist = lambda raw, features: dist.Dirichlet(torch.nn.functional.softplus(raw) + 0.3)
+
+
+def _with_doubled_gradient(head):
+    make_dist = head.make_dist
+    head.make_dist = lambda raw, features: make_dist(_DoubledGradient.apply(raw), features)
+
+
 @pytest.mark.parametrize(
-    "prior, family, message",
-    [  # the vMF guide's Bessel ratio has a hand-written backward: a recording inlines the
-        # forward and autograd would differentiate that instead (the gradients differ);
-        # torch's Dirichlet draw has no derivative without its custom Function
-        ("sphere", "vmf", "does not reproduce.*autograd.Function"),
-        ("dirichlet", "dirichlet", "cannot be differentiated.*autograd.Function"),
+    "prior, family, user_head, message",
+    [  # a user's own Function: a recording inlines its forward and autograd differentiates
+        # that instead (the gradients differ); torch's own Dirichlet draw has no derivative
+        # without its Function (pyrovae's Dirichlet is a custom operator, which records)
+        ("standard", "diagonal", _with_doubled_gradient, "does not reproduce.*autograd.Function"),
+        ("dirichlet", "dirichlet", _with_torch_dirichlet, "cannot be differentiated.*Function"),
     ],
 )
 def test_a_custom_autograd_function_whose_backward_would_be_lost_is_refused(
-    digits, prior, family, message
+    digits, prior, family, user_head, message
 ):
     model, guide = _pair(prior, family, "cpu")
+    user_head(guide.head)
     step = SVIStep(model, guide, "Trace_ELBO", jit=True)
     x = torch.bernoulli(digits.train[:20])
     with pyro.validation_enabled(False):
@@ -187,6 +219,46 @@ def test_fit_trains_the_same_with_and_without_jit(digits, objective, device):
     assert history_t.validation_elbo == pytest.approx(history_p.validation_elbo, abs=1e-4)
     for a, b in zip(params_t, params_p, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "prior, family", [("sphere", "vmf"), ("dirichlet", "dirichlet"), ("standard", "mixture")]
+)
+def test_the_custom_operator_families_train_recorded_as_in_python(digits, prior, family, device):
+    # fit's default records them now; the vMF's rejection rounds vary from batch to batch
+    config = FitConfig(
+        objective="Trace_ELBO", epochs=1, batch_size=128, progress=False, seed=5, device=device
+    )
+    results = []
+    for jit in (None, False):
+        model, guide = _pair(prior, family, device)
+        history = fit(model, guide, digits, config, jit=jit)
+        results.append((history, [*model.parameters(), *guide.parameters()]))
+    (history_r, params_r), (history_p, params_p) = results
+    assert history_r.replayed_steps == 11 and history_p.replayed_steps == 0
+    assert history_r.validation_elbo == pytest.approx(history_p.validation_elbo, abs=1e-3)
+    for a, b in zip(params_r, params_p, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_replay_without_gradients_records_none_where_the_loss_enables_them(digits):
+    # the mixture guide's draw reads Categorical.probs, a lazy property of torch's that
+    # computes under enable_grad: the recording holds "grad on" twice (entry, and the exit
+    # back to the mode at recording time). Replayed under no_grad, the validation ELBO
+    # recorded autograd history from there on and came back requiring grad.
+    model, guide = _pair("standard", "mixture", "cpu")
+    step = SVIStep(model, guide, "Trace_ELBO", jit=True)
+    x = torch.bernoulli(digits.train[:20])
+    with pyro.validation_enabled(False):
+        step.setup(x)
+        step(x, 5.0)
+        (recording,) = step.traced.recordings.values()
+        switches = [n.args for n in recording.graph.nodes if "grad_enabled" in str(n.target)]
+        assert switches == [(True,), (True,)]
+        with torch.no_grad():
+            value = step.traced.value(step.params, x)
+            assert not torch.is_grad_enabled()
+    assert not value.requires_grad and torch.isfinite(value)
 
 
 def test_identity_operations_are_dropped_and_in_place_targets_kept():
@@ -241,10 +313,12 @@ def test_auto_records_where_it_can_and_runs_python_elsewhere(digits, caplog):
     with pyro.validation_enabled(False):
         recorded(x, 5.0)
     assert len(recorded.traced.recordings) == 1
-    # the vMF guide cannot be recorded: the same step as jit=False, and the reason logged
+    # a guide with a Function of the user's cannot be recorded: the same step as
+    # jit=False, and the reason logged
     results = []
     for jit in ("auto", False):
-        model, guide = _pair("sphere", "vmf", "cpu")
+        model, guide = _pair("standard", "diagonal", "cpu")
+        _with_doubled_gradient(guide.head)
         step = SVIStep(model, guide, "Trace_ELBO", jit=jit)
         pyro.set_rng_seed(3)
         with pyro.validation_enabled(False), caplog.at_level("INFO", "pyrovae.train.step"):
