@@ -1,7 +1,8 @@
 """Time per SVI step of each guide family relative to ``diagonal``.
 
 Same model (784-400-d decoder, Bernoulli likelihood; N(0, I) prior, or the uniform sphere
-for vmf/power-spherical and Dirichlet(1) for dirichlet), same encoder, same
+for vmf/power-spherical and Dirichlet(1) for dirichlet; ``--prior vamp`` puts a VampPrior
+over each family's own posteriors instead), same encoder, same
 minibatch (d = 40, batch 100 binarized Fashion-MNIST images by default; random binary
 images of that size if the Debian package is missing), TraceMeanField_ELBO (analytic KL
 where registered, Monte Carlo otherwise). Each family's step is timed twice: replaying a
@@ -12,6 +13,7 @@ median ms/step of each, the ratio recorded / Python, and each family's recorded 
 relative to diagonal's.
 
     python benchmarks/guide_families.py [--device cuda] [--rounds 15]
+    python benchmarks/guide_families.py --prior vamp --families diagonal,full --protocol
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pyrovae.train import SVIStep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # runnable from any directory
 from common import load_batch, time_steps  # noqa: E402
+from fashion_mnist import build_pair  # noqa: E402
 
 
 def own_prior(family: str) -> str:
@@ -49,9 +52,14 @@ def main(args: argparse.Namespace) -> list[dict]:
     for family in args.families:
         for way, jit in WAYS.items():
             pyro.set_rng_seed(args.seed)  # the same initial networks both ways
-            guide = build_guide(784, args.latent_dim, family, (args.hidden,)).to(args.device)
-            model = build_vae(784, args.latent_dim, (args.hidden,), own_prior(family))
-            model = model.to(args.device)
+            prior = own_prior(family) if args.prior == "own" else args.prior
+            if args.protocol:
+                model, guide = build_pair(f"{prior}+{family}", 784)
+            else:
+                guide = build_guide(784, args.latent_dim, family, (args.hidden,))
+                options = {"posterior": guide.posterior} if prior == "vamp" else {}
+                model = build_vae(784, args.latent_dim, (args.hidden,), prior, **options)
+            model, guide = model.to(args.device), guide.to(args.device)
             steps[family, way] = SVIStep(model, guide, args.objective, 1e-3, jit=jit)
     scale = n_train / args.batch_size
 
@@ -83,9 +91,15 @@ def main(args: argparse.Namespace) -> list[dict]:
                 "ratio to diagonal": recorded / median["diagonal", "recorded"],
             }
         )
+    networks = (
+        "the Fashion-MNIST protocol's networks (gated 784-300-300-40)"
+        if args.protocol
+        else f"784-{args.hidden}-{args.latent_dim}"
+    )
     print(
-        f"SVI step per guide family: 784-{args.hidden}-{args.latent_dim}, batch "
-        f"{args.batch_size}, {source} data, {args.objective}, device {args.device} "
+        f"SVI step per guide family: {networks}, batch "
+        f"{args.batch_size}, {source} data, {args.objective}, device {args.device}, prior "
+        f"{args.prior} "
         "(recorded: nan where the family's loss could not be recorded)"
     )
     print(format_table(rows, list(rows[0])))
@@ -97,9 +111,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--families", type=lambda s: s.split(","), default=sorted(FAMILIES))
     parser.add_argument("--objective", default="TraceMeanField_ELBO")
+    parser.add_argument(
+        "--prior",
+        default="own",
+        help="own (each family's: N(0, I), the uniform sphere, Dirichlet(1)) or a prior "
+        "name for every family, e.g. vamp (500 pseudo-inputs)",
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--hidden", type=int, default=400)
     parser.add_argument("--latent-dim", type=int, default=40)
+    parser.add_argument(
+        "--protocol",
+        action="store_true",
+        help="the pairs of benchmarks/fashion_mnist.py (gated 784-300-300, z = 40, its guide "
+        "options) instead of --hidden and --latent-dim",
+    )
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=10)

@@ -111,7 +111,32 @@ def test_the_squared_distances_backward_matches_finite_differences():
     rows = torch.randn(k * d, d, dtype=F64, requires_grad=True)
     shift = torch.randn(k, d, 1, dtype=F64, requires_grad=True)
     values = torch.randn(n, d, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(mixture._SquaredProjectedDistances.apply, (rows, shift, values))
+    squared = lambda *inputs: mixture._squared_projected_distances(*inputs)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(squared, (rows, shift, values))
+
+
+def test_a_recording_keeps_the_squared_distances_with_their_backward():
+    # fit records the loss: the operator must stay one node (its forward inlined, autograd
+    # would record three (K, d, n) blocks instead of the one saved here)
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    torch.manual_seed(7)
+    loc, scale_tril = components(6, 4, 0.5)
+    loc.requires_grad_()
+    value = torch.randn(10, 4, dtype=F64, requires_grad=True)
+    recording = make_fx(multivariate_normal_log_probs, pre_dispatch=True)(value, loc, scale_tril)
+    targets = [str(n.target) for n in recording.graph.nodes]
+    assert targets.count("pyrovae.squared_projected_distances.default") == 1
+    assert "aten.square.default" not in targets
+    weights = torch.randn(10, 6, dtype=F64)
+    python = torch.autograd.grad(
+        (weights * multivariate_normal_log_probs(value, loc, scale_tril)).sum(), (value, loc)
+    )
+    replayed = torch.autograd.grad(
+        (weights * recording(value, loc, scale_tril)).sum(), (value, loc)
+    )
+    for a, b in zip(replayed, python, strict=True):
+        torch.testing.assert_close(a, b)
 
 
 def test_a_mixture_of_full_covariance_components_uses_it(monkeypatch):
