@@ -40,6 +40,7 @@ check iwae_eval "$PYTHON" benchmarks/iwae_eval.py --device cuda --sample-chunk 1
 check vamp_prior "$PYTHON" benchmarks/vamp_prior.py --device cuda
 check vamp_flow "$PYTHON" benchmarks/vamp_flow.py --device cuda
 check guide_families "$PYTHON" benchmarks/guide_families.py --device cuda
+check guide_families_vamp "$PYTHON" benchmarks/guide_families.py --device cuda --prior vamp --families diagonal,full,flow,vmf --protocol
 check vmf_sampler "$PYTHON" benchmarks/vmf_sampler.py --device cuda
 
 if ((${#failed[@]})); then
