@@ -55,15 +55,19 @@ def fail_unless(condition: torch.Tensor, message: str) -> None:
         raise RuntimeError(message)
 
 
-@cache
-def _gauss_legendre(n: int) -> tuple[np.ndarray, np.ndarray]:
-    return np.polynomial.legendre.leggauss(n)
-
-
 def _nodes(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    x, w = _gauss_legendre(QUADRATURE_NODES)
-    as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float64, device=like.device)  # noqa: E731
-    return as_tensor(x), as_tensor(w)
+    """Gauss-Legendre nodes and weights on [-1, 1], float64, on ``like``'s device."""
+    return _gauss_legendre(QUADRATURE_NODES, like.device)
+
+
+@cache
+def _gauss_legendre(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # made once per device: a copy from host memory waits for a CUDA device's queue
+    with torch.inference_mode(False):  # made in a replay's inference mode, reused outside
+        return tuple(
+            torch.as_tensor(a, dtype=torch.float64, device=device)
+            for a in np.polynomial.legendre.leggauss(n)
+        )
 
 
 def implicit_w_gradient(one_minus_w: torch.Tensor, kappa: torch.Tensor, dim: int) -> torch.Tensor:

@@ -148,3 +148,20 @@ def test_a_recorded_draw_reruns_the_rejection_rounds_it_needs(monkeypatch):
         (replayed_gradient,) = torch.autograd.grad(replayed[..., 0].sum(), kappa)
         assert torch.equal(replayed, python)
         assert torch.equal(replayed_gradient, python_gradient)
+
+
+def test_the_constants_are_made_once_per_device_not_copied_every_step():
+    # a tensor from host numbers is a copy that waits for a CUDA device's queue: the
+    # quadrature nodes and the Bessel series' constants are made once per device
+    from pyrovae.distributions import bessel
+
+    kappa = torch.tensor([3.0, 40.0], dtype=F64, requires_grad=True)
+    loc = torch.nn.functional.normalize(torch.randn(2, 5, dtype=F64), dim=-1)
+    for _ in range(2):
+        VonMisesFisher(loc, kappa).rsample().sum().backward()
+    assert vmf_module._nodes(kappa)[0] is vmf_module._nodes(kappa)[0]
+    nu = bessel._olver_constants((30.0, 31.0), F64, kappa.device)[0]
+    assert bessel._olver_constants((30.0, 31.0), F64, kappa.device)[0] is nu
+    with torch.inference_mode():  # made in a replay's inference mode: still normal tensors
+        made = bessel._olver_constants((50.5, 51.5), F64, kappa.device)[0]
+    assert not made.is_inference()

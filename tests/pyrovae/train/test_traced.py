@@ -430,11 +430,15 @@ def test_the_scales_are_made_once_not_copied_to_the_device_every_step(digits):
 
 
 @requires_cuda
-def test_replayed_steps_launch_without_waiting_for_the_gpu(digits):
+@pytest.mark.parametrize(
+    "prior, family", [("standard", "diagonal"), ("sphere", "vmf"), ("dirichlet", "dirichlet")]
+)
+def test_replayed_steps_launch_without_waiting_for_the_gpu(digits, prior, family):
     # fit reads each step's outcome one step late; launching must never wait for the
-    # device (a host copy of a scale did, twice per step, before the scales were kept)
+    # device (a host copy of a scale did, twice per step, before the scales were kept; the
+    # vMF's Bessel and quadrature constants are kept per device for the same reason)
     x = torch.bernoulli(digits.train[:100]).cuda()
-    model, guide = _pair("standard", "diagonal", "cuda")
+    model, guide = _pair(prior, family, "cuda")
     step = SVIStep(model, guide, "TraceMeanField_ELBO", jit=True)
     with pyro.validation_enabled(False):
         step(x, 10.0, 1.0)  # setup and recording may wait
