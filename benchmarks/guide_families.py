@@ -7,7 +7,7 @@ minibatch (d = 40, batch 100 binarized Fashion-MNIST images by default; random b
 images of that size if the Debian package is missing), TraceMeanField_ELBO (analytic KL
 where registered, Monte Carlo otherwise). Each family's step is timed twice: replaying a
 recording of the loss (``fit``'s default for pyrovae's pairs; the von Mises-Fisher,
-Dirichlet and Power Spherical draws record as custom operators) and as Python
+Dirichlet, Power Spherical and mixture draws record as custom operators) and as Python
 (``jit=False``). All are timed interleaved, round by round, in one process; prints the
 median ms/step of each, the ratio recorded / Python, and each family's recorded step
 relative to diagonal's.

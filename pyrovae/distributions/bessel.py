@@ -79,28 +79,28 @@ def _olver_constants(
     orders: tuple[float, ...], dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The orders, shape ``(len(orders),)``, the coefficients of their series in p, shape
-    ``(len(orders), degree + 1)``, and the powers 0..degree, made once per device: a tensor
+    ``(len(orders), degree + 1)``, and the exponents 0..degree, made once per device: a tensor
     built from Python numbers is a copy from host memory, which on CUDA waits for the
     device's queue (a few such copies per training step held every step back)."""
     with torch.inference_mode(False):  # made in a replay's inference mode, reused outside
         nu = torch.tensor(orders, dtype=dtype, device=device)
         coefficients = [_olver_series_coefficients(o) for o in orders]
         coefficients = torch.tensor(coefficients, dtype=dtype, device=device)
-        powers = torch.arange(coefficients.shape[-1], device=device)
-    return nu, coefficients, powers
+        exponents = torch.arange(coefficients.shape[-1], device=device)
+    return nu, coefficients, exponents
 
 
 def _olver_log_ive(orders: tuple[float, ...], kappa: torch.Tensor) -> torch.Tensor:
     """log(I_nu(kappa) e^-kappa) for each nu in ``orders`` (all >= 1) by Olver's expansion;
     ``kappa`` float64; result shape ``(len(orders), *kappa.shape)``."""
     shape = (len(orders),) + (1,) * kappa.dim()
-    nu, coefficients, powers = _olver_constants(orders, kappa.dtype, kappa.device)
+    nu, coefficients, exponents = _olver_constants(orders, kappa.dtype, kappa.device)
     nu = nu.reshape(shape)
     z = kappa / nu
     root = torch.sqrt(1 + z * z)  # sqrt(1 + z^2) = 1 / p
     p = 1 / root
     exponent = nu * (1 / (root + z) + torch.log(z) - torch.log1p(root))
-    powers = p.unsqueeze(-1) ** powers
+    powers = p.unsqueeze(-1) ** exponents
     series = (powers * coefficients.reshape(*shape, -1)).sum(-1)
     return exponent - 0.5 * torch.log(2 * math.pi * nu) + 0.5 * torch.log(p) + torch.log(series)
 
