@@ -41,6 +41,7 @@ from pyrovae import supports
 from pyrovae.distributions import (
     Dirichlet,
     MixtureOfDiagNormals,
+    MultivariateNormal,
     PowerSpherical,
     VonMisesFisher,
 )
@@ -123,7 +124,10 @@ class DiagonalNormalHead(GuideHead):
 
 @register_family("full")
 class FullCovarianceHead(GuideHead):
-    """q(z | x) = N(mu(x), L(x) L(x)^T) as ``MultivariateNormal(loc, scale_tril=L)``.
+    """q(z | x) = N(mu(x), L(x) L(x)^T) as ``MultivariateNormal(loc, scale_tril=L)``,
+    pyrovae's, which scores its own draws from their noise: exact for any L, where the
+    triangular solve of torch's ``log_prob`` is not (:mod:`pyrovae.distributions.
+    multivariate_normal`).
 
     L = U diag(s): U unit lower-triangular with off-diagonal entries soft-clamped to
     ``(-offdiag_bound, offdiag_bound)``, and ``s = softplus(.) + min_scale > 0``; so
@@ -158,7 +162,7 @@ class FullCovarianceHead(GuideHead):
         scale = positive(raw_diag, self.min_scale)
         unit = torch.diag_embed(torch.ones_like(scale))
         unit[..., self._rows, self._cols] = soft_clamp(raw_off, self.offdiag_bound)
-        return dist.MultivariateNormal(loc, scale_tril=unit * scale.unsqueeze(-2))
+        return MultivariateNormal(loc, scale_tril=unit * scale.unsqueeze(-2))
 
 
 @register_family("lowrank")

@@ -2,7 +2,8 @@
 
 One file per distribution: :class:`StandardNormal` (N(0, 1) with its own closed-form
 KL), :class:`Dirichlet` and :class:`MixtureOfDiagNormals` (Pyro's, with draws a recording
-of the loss can replay), :class:`VonMisesFisher`, :class:`PowerSpherical`,
+of the loss can replay), :class:`MultivariateNormal` (Pyro's, scoring its own draws from
+their noise), :class:`VonMisesFisher`, :class:`PowerSpherical`,
 :class:`HypersphericalUniform` (on the unit sphere), :class:`SharedComponentMixture` (the
 mixture-of-Gaussians prior and the VampPrior); ``bessel`` has log I_nu and I_{nu+1}/I_nu in
 pure torch; ``kl`` the closed-form KLs.
@@ -22,6 +23,7 @@ from .kl import (
 )
 from .mixture import SharedComponentMixture
 from .mixture_of_diag_normals import MixtureOfDiagNormals
+from .multivariate_normal import MultivariateNormal
 from .power_spherical import PowerSpherical
 from .sphere import log_sphere_area
 from .standard_normal import StandardNormal
@@ -31,6 +33,7 @@ __all__ = [
     "Dirichlet",
     "HypersphericalUniform",
     "MixtureOfDiagNormals",
+    "MultivariateNormal",
     "PowerSpherical",
     "SharedComponentMixture",
     "StandardNormal",
