@@ -29,7 +29,8 @@ first epoch). Its first epoch on 2 CPU threads took 65.7 s at 1.3 GB peak RSS.
 at a saved block before that many seconds (a job's wall time: the next invocation
 resumes both), and ``--jobs N`` trains up to N pairs at
 once, each in its own process (a GPU has room for several of these small networks; each
-pair's log goes to ``--out/<pair>/train.log``).
+pair's log goes to ``--out/<pair>/train.log``). A pair whose training diverges
+(``TrainingDiverged``) is reported in its row and the exit status; the other pairs go on.
 
     python benchmarks/fashion_mnist.py --epoch-budget 20            # continue every pair
     python benchmarks/fashion_mnist.py --pairs standard+diagonal,vamp+full --evaluate
@@ -57,6 +58,7 @@ import torch
 from guides import build_guide, build_hierarchical_guide
 from models import build_hvae, build_vae
 from pyrovae import evaluate, fit, load_dataset
+from pyrovae.errors import TrainingDiverged
 from pyrovae.train import load_checkpoint
 from pyrovae.train.checkpoint import load_module_state
 
@@ -72,6 +74,7 @@ PROTOCOL = dict(
     progress=False,
 )
 MAX_EPOCHS = 2000
+DIVERGED_EXIT = 3  # a --row-only child whose pair diverged (its row.json says how)
 HIDDEN = (300, 300)
 LATENT_DIM = 40
 
@@ -187,6 +190,21 @@ def train_pair(label: str, data, args) -> dict:
     return row
 
 
+def train_pair_or_report(label: str, data, args) -> dict:
+    """:func:`train_pair`, or, where the pair diverges, a row saying so (also in
+    ``row.json``), so that one pair's divergence does not end the others' runs. Its
+    checkpoint holds the last good epoch (``fit`` checkpoints nothing non-finite)."""
+    try:
+        return train_pair(label, data, args)
+    except TrainingDiverged as error:
+        logging.error("%s diverged: %s", label, error)
+        row = {"pair": label, "diverged": str(error)}
+        folder = Path(args.out) / label.replace(":", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "row.json").write_text(json.dumps(row, indent=2))
+        return row
+
+
 def child_command(label: str, args: argparse.Namespace) -> list[str]:
     """This script's command line for one pair, with this invocation's settings."""
     command = [sys.executable, str(Path(__file__).resolve()), "--pairs", label, "--row-only"]
@@ -208,10 +226,13 @@ def train_pairs_in_parallel(args: argparse.Namespace) -> list[dict]:
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "train.log", "a") as log:
             done = subprocess.run(child_command(label, args), stdout=log, stderr=log, check=False)
+        row_file = folder / "row.json"
+        if done.returncode == DIVERGED_EXIT:  # its row says how
+            return json.loads(row_file.read_text())
         if done.returncode != 0:
             tail = (folder / "train.log").read_text().splitlines()[-5:]
             raise SystemExit(f"{label} failed (exit {done.returncode}): " + " | ".join(tail))
-        return json.loads((folder / "row.json").read_text())
+        return json.loads(row_file.read_text())
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         return list(pool.map(run, args.pairs))
@@ -227,8 +248,10 @@ def main(args: argparse.Namespace) -> float:
         data = load_dataset("fashion-mnist", binarize="dynamic")
         if args.train_size is not None:  # smoke tests only: the protocol trains on all 50,000
             data.train = data.train[: args.train_size]
-        rows = [train_pair(label, data, args) for label in args.pairs]
+        rows = [train_pair_or_report(label, data, args) for label in args.pairs]
     if args.row_only:  # one pair of a parallel invocation: the parent writes the summary
+        if rows[0].get("diverged"):
+            raise SystemExit(DIVERGED_EXIT)
         return float("nan")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -241,6 +264,9 @@ def main(args: argparse.Namespace) -> float:
     )
     ratio = float("nan")
     for row in rows:
+        if row.get("diverged"):
+            print(f"  {row['pair']:22s} DIVERGED: {row['diverged']}")
+            continue
         figure = row.get("test log p(x)")
         shown = f"{figure:.2f} +/- {row['+/- se']:.2f}" if figure is not None else "not evaluated"
         if "test points done" in row:
@@ -261,6 +287,9 @@ def main(args: argparse.Namespace) -> float:
             ratio = figure / PUBLISHED["VAE"]
             print(f"    ratio to the published VAE: {ratio:.4f}")
     print(f"  ratio of the last evaluated pair to the published VAE: {ratio:.4f}")
+    diverged = [row["pair"] for row in rows if row.get("diverged")]
+    if diverged:
+        raise SystemExit(f"diverged: {', '.join(diverged)} (the other pairs' rows are above)")
     return ratio
 
 

@@ -1,0 +1,91 @@
+"""benchmarks/fashion_mnist.py runs several pairs for hours: a pair that diverges is
+reported in its row and the exit status, and the other pairs still train and print."""
+
+import importlib.util
+import json
+import subprocess
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pyrovae.errors import TrainingDiverged
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "fashion_mnist.py"
+
+
+@pytest.fixture
+def protocol():
+    spec = importlib.util.spec_from_file_location("fashion_mnist_protocol", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _finished_row(label):
+    return {
+        "pair": label,
+        "epochs": 3,
+        "finished": False,
+        "best epoch": None,
+        "validation ELBO": -250.0,
+        "best validation ELBO": None,
+        "seconds per epoch": 1.0,
+        "peak RSS after training (MB)": 100,
+    }
+
+
+def _fake_train_pair(trained):
+    def train_pair(label, data, args):
+        trained.append(label)
+        if label == "vamp+full":
+            raise TrainingDiverged("epoch 2: the loss or its gradient was non-finite")
+        return _finished_row(label)
+
+    return train_pair
+
+
+def test_a_diverged_pair_is_reported_and_the_next_pair_still_trains(
+    protocol, monkeypatch, tmp_path, capsys
+):
+    trained = []
+    monkeypatch.setattr(protocol, "train_pair", _fake_train_pair(trained))
+    monkeypatch.setattr(protocol, "load_dataset", lambda *a, **k: SimpleNamespace(train=None))
+    args = protocol.parse_args(["--pairs", "vamp+full,standard+diagonal", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="diverged: vamp\\+full"):
+        protocol.main(args)
+    assert trained == ["vamp+full", "standard+diagonal"]
+    printed = capsys.readouterr().out
+    assert "vamp+full              DIVERGED: epoch 2" in printed
+    assert "standard+diagonal      epochs    3" in printed
+    row = json.loads((tmp_path / "vamp+full" / "row.json").read_text())
+    assert row["diverged"].startswith("epoch 2")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [r["pair"] for r in results["rows"]] == ["vamp+full", "standard+diagonal"]
+
+
+def test_a_parallel_child_that_diverged_exits_with_its_own_status_and_the_parent_reports_it(
+    protocol, monkeypatch, tmp_path, capsys
+):
+    trained = []
+    monkeypatch.setattr(protocol, "train_pair", _fake_train_pair(trained))
+    monkeypatch.setattr(protocol, "load_dataset", lambda *a, **k: SimpleNamespace(train=None))
+    child = ["--pairs", "vamp+full", "--row-only", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit) as stopped:
+        protocol.main(protocol.parse_args(child))
+    assert stopped.value.code == protocol.DIVERGED_EXIT
+
+    def run_child(command, **kwargs):  # the child's work, done in this process
+        label = command[command.index("--pairs") + 1]
+        try:
+            protocol.main(protocol.parse_args(command[2:]))
+        except SystemExit as exit_:
+            return subprocess.CompletedProcess(command, exit_.code)
+        (tmp_path / label / "row.json").write_text(json.dumps(_finished_row(label)))
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(protocol.subprocess, "run", run_child)
+    parent = ["--pairs", "vamp+full,standard+diagonal", "--jobs", "2", "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match="diverged: vamp\\+full"):
+        protocol.main(protocol.parse_args(parent))
+    assert "standard+diagonal      epochs    3" in capsys.readouterr().out
