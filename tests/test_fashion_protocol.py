@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
 from pyrovae.errors import TrainingDiverged
 
@@ -89,3 +90,21 @@ def test_a_parallel_child_that_diverged_exits_with_its_own_status_and_the_parent
     with pytest.raises(SystemExit, match="diverged: vamp\\+full"):
         protocol.main(protocol.parse_args(parent))
     assert "standard+diagonal      epochs    3" in capsys.readouterr().out
+
+
+def test_the_largest_condition_number_of_a_full_covariance_factor(protocol):
+    torch.manual_seed(0)
+    model, guide = protocol.build_pair("vamp+full", 784)
+    images = torch.rand(20, 784)
+    with torch.no_grad():
+        # the head starts diagonal (U = I), so cond(L) = max s / min s per posterior
+        scales = [
+            guide.posterior(x).scale_tril.diagonal(dim1=-2, dim2=-1)
+            for x in (images, model.prior.pseudo_inputs)
+        ]
+    expected = max((s.max(-1).values / s.min(-1).values).max().item() for s in scales)
+    got = protocol.largest_factor_condition(model, guide, images)
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert got > 1.0
+    model, guide = protocol.build_pair("vamp+diagonal", 784)
+    assert protocol.largest_factor_condition(model, guide, images) is None
