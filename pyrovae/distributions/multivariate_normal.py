@@ -15,8 +15,8 @@ function of (mu, L) costs d squares and has no such error; its value and gradien
 those of the solve in exact arithmetic (tests, in float64).
 
 The latest draw is remembered by identity, as Pyro's cached transforms do: ``log_prob``
-of that very tensor (what Pyro's ELBOs pass back) uses its eps; any other value is
-scored by torch's solve.
+of that very tensor (what Pyro's ELBOs pass back), unchanged since (its version counter),
+uses its eps; any other value, or the draw changed in place, is scored by torch's solve.
 """
 
 from __future__ import annotations
@@ -34,18 +34,18 @@ class MultivariateNormal(dist.MultivariateNormal):
     from that draw's standard-normal noise: exact where the triangular solve is not. Draws
     consume the random generator as torch's do (same seed, same values)."""
 
-    _latest_draw: tuple[torch.Tensor, torch.Tensor] | None = None
+    _latest_draw: tuple[torch.Tensor, torch.Tensor, int] | None = None  # (z, eps, version)
 
     def rsample(self, sample_shape=()):
         shape = self._extended_shape(torch.Size(sample_shape))
         noise = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
         value = self.loc + _batch_mv(self._unbroadcasted_scale_tril, noise)
-        self._latest_draw = (value, noise)
+        self._latest_draw = (value, noise, value._version)
         return value
 
     def log_prob(self, value):
         draw = self._latest_draw
-        if draw is None or value is not draw[0]:
+        if draw is None or value is not draw[0] or value._version != draw[2]:
             return super().log_prob(value)
         if self._validate_args:
             self._validate_sample(value)

@@ -74,6 +74,14 @@ def test_its_own_draw_is_exact_where_floats_solve_is_not():
     assert (q.log_prob(q._latest_draw[0].clone()).double() - exact).abs().max() > 1e6
 
 
+def test_a_draw_changed_in_place_is_scored_by_the_solve():
+    q = MultivariateNormal(torch.zeros(2, 3), scale_tril=torch.eye(3).expand(2, 3, 3))
+    z = q.sample()
+    z.mul_(3.0)
+    expected = dist.MultivariateNormal(torch.zeros(2, 3), scale_tril=torch.eye(3)).log_prob(z)
+    torch.testing.assert_close(q.log_prob(z), expected)
+
+
 def test_expanded_and_sampled_without_gradients_it_still_scores_its_own_draw():
     q = MultivariateNormal(torch.zeros(3), scale_tril=torch.eye(3)).expand((6, 2))
     assert type(q) is MultivariateNormal and q.batch_shape == (6, 2)
@@ -113,3 +121,21 @@ def test_a_full_covariance_guides_elbo_stays_true_when_its_factor_is_ill_conditi
     torch.testing.assert_close(log_q.double(), exact, rtol=1e-6, atol=1e-3)
     solved = dist.MultivariateNormal(site["fn"].loc, scale_tril=site["fn"].scale_tril)
     assert (solved.log_prob(site["value"]).double() - exact).abs().max() > 1e6
+
+
+def test_a_recording_scores_the_draw_from_its_noise_too():
+    """fit replays a recording of the loss: the exact form must be what it recorded."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def log_q_of_a_draw(loc, scale_tril):
+        q = MultivariateNormal(loc, scale_tril=scale_tril, validate_args=False)
+        return q.log_prob(q.rsample())
+
+    loc, scale_tril = torch.zeros(4, 3), _factor(4, 3, offdiag=0.5, dtype=torch.float32)
+    recording = make_fx(log_q_of_a_draw, pre_dispatch=True)(loc, scale_tril)
+    targets = {str(node.target) for node in recording.graph.nodes}
+    assert not any("solve_triangular" in target for target in targets)
+    torch.manual_seed(2)
+    replayed = recording(loc, scale_tril)
+    torch.manual_seed(2)
+    torch.testing.assert_close(replayed, log_q_of_a_draw(loc, scale_tril))
