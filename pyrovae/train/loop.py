@@ -21,7 +21,7 @@ pair is refused with the reason, not silently biased.
 ELBOs are reported in nats per data point (the summed ELBO divided by the number of points).
 Failures never reach the parameters or a checkpoint: a step with a non-finite loss or
 gradient is skipped (:class:`~pyrovae.train.step.SVIStep`); several in a row, a finite
-loss that explodes (:class:`~pyrovae.train.divergence.DivergenceMonitor`), a non-finite
+loss that explodes or plunges (:class:`~pyrovae.train.divergence.DivergenceMonitor`), a non-finite
 validation ELBO or a non-finite parameter or optimizer state end the epoch, restore the
 pair to the start of the epoch, and either raise :class:`~pyrovae.errors.TrainingDiverged`
 (``on_nan="raise"``) or halve the learning rate and run the epoch again
@@ -732,12 +732,25 @@ def _train_epoch(
                 f"{outcome.skipped_in_a_row} steps in a row (step {index}; those steps were "
                 "skipped)"
             )
-        if divergence.diverged(outcome.loss / n_train):
+        per_point = outcome.loss / n_train
+        verdict = divergence.verdict(per_point)
+        if verdict == "exploded":
             raise _EpochFailed(
-                f"training diverged at step {index}: the loss is {outcome.loss / n_train:.4g} "
+                f"training diverged at step {index}: the loss is {per_point:.4g} "
                 f"nats per point, above {divergence.limit():.4g} (the best so far, "
                 f"{divergence.best:.4g}, plus divergence_factor={divergence.factor} times the "
                 f"loss's scale {divergence.scale():.4g})"
+            )
+        if verdict == "plunged":
+            raise _EpochFailed(
+                f"the loss plunged at step {index} to {per_point:.4g} nats per point, below "
+                f"{divergence.lower_limit():.4g} (the best so far, {divergence.best:.4g}, "
+                f"minus divergence_factor={divergence.factor} times the loss's scale "
+                f"{divergence.scale():.4g}). Training does not improve that fast: a log "
+                "density is being computed wrongly and the optimizer exploits the error (seen "
+                "with torch's MultivariateNormal.log_prob of a guide's own draws in float32 "
+                "with an ill-conditioned scale_tril; pyrovae.distributions.MultivariateNormal "
+                "scores its own draws exactly). A smaller learning rate will not mend that"
             )
         if math.isfinite(outcome.loss):
             total += outcome.loss * global_rows / n_train
