@@ -15,7 +15,7 @@ a best of 1.3 nats/point and a minibatch loss of 14.9). Minibatch noise and KL w
 move the loss by a fraction of that scale, so the default ``factor = 10`` is far outside
 normal training.
 
-The same rule guards the other side: a loss far BELOW the best,
+The same rule guards the other side: a loss far BELOW the best::
 
     L < best - factor * max(|best|, first - best, 1),
 

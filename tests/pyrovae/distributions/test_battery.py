@@ -23,6 +23,7 @@ from pyrovae.distributions import (
     Dirichlet,
     HypersphericalUniform,
     MixtureOfDiagNormals,
+    MultivariateNormal,
     PowerSpherical,
     SharedComponentMixture,
     StandardNormal,
@@ -69,6 +70,22 @@ def diag_normal_mixture_oracle(q, z):
     log_pi = scipy.special.log_softmax(q.component_logits.numpy(), -1)  # (B, K)
     components = scipy.stats.norm(locs, scales).logpdf(z.numpy()[:, :, None, :]).sum(-1)
     return scipy.special.logsumexp(components + log_pi, -1)
+
+
+def multivariate_normal_oracle(q, z):
+    """scipy.stats.multivariate_normal log densities, shape (S, B)."""
+    out = np.empty(z.shape[:-1])
+    for b in range(q.batch_shape[0]):
+        covariance = (q.scale_tril[b] @ q.scale_tril[b].T).numpy()
+        oracle = scipy.stats.multivariate_normal(q.loc[b].numpy(), covariance)
+        out[:, b] = oracle.logpdf(z[:, b].numpy())
+    return out
+
+
+def _lower_factor(batch, d):
+    """A Cholesky factor with unit lower-triangular part U and positive diagonal s."""
+    unit = torch.tril(torch.randn(batch, d, d, dtype=F64), -1) + torch.eye(d, dtype=F64)
+    return unit * (torch.rand(batch, d, dtype=F64) + 0.3).unsqueeze(-2)
 
 
 def rotation_symmetric_normaliser(q):
@@ -169,6 +186,12 @@ ROWS = [
             torch.tensor([[0.0, 1.0], [2.0, -1.0], [0.5, 0.5]], dtype=F64),
         ),
         diag_normal_mixture_oracle,
+    ),
+    Row(
+        "multivariate-normal",  # its own draws are scored from their noise
+        lambda: MultivariateNormal(torch.randn(3, 4, dtype=F64), scale_tril=_lower_factor(3, 4)),
+        multivariate_normal_oracle,
+        lambda q: Normal(torch.zeros(4, dtype=F64), 1.5 * torch.ones(4, dtype=F64)).to_event(1),
     ),
     Row(
         "standard-normal",
