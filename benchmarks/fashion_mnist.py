@@ -111,6 +111,11 @@ def build_pair(label: str, data_dim: int):
     return model, guide
 
 
+def pair_folder(label: str, args: argparse.Namespace) -> Path:
+    """``--out/<pair>``: the pair's checkpoint, logs, row and test evaluation."""
+    return Path(args.out) / label.replace(":", "-")
+
+
 def _stopped_early(saved) -> bool:
     """Whether the checkpointed run has stopped early; from its early-stopping monitor too,
     since checkpoints written before the loop recorded the stop say it is still running."""
@@ -139,7 +144,7 @@ def largest_factor_condition(model, guide, images: torch.Tensor) -> float | None
 
 def train_pair(label: str, data, args) -> dict:
     began = time.perf_counter()
-    folder = Path(args.out) / label.replace(":", "-")
+    folder = pair_folder(label, args)
     checkpoint = folder / "checkpoint.pt"
     pyro.set_rng_seed(args.seed)
     model, guide = build_pair(label, data.num_features)
@@ -221,7 +226,7 @@ def train_pair_or_report(label: str, data, args) -> dict:
     except TrainingDiverged as error:
         logging.error("%s diverged: %s", label, error)
         row = {"pair": label, "diverged": str(error)}
-        folder = Path(args.out) / label.replace(":", "-")
+        folder = pair_folder(label, args)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "row.json").write_text(json.dumps(row, indent=2))
         return row
@@ -244,7 +249,7 @@ def train_pairs_in_parallel(args: argparse.Namespace) -> list[dict]:
     order of ``args.pairs``. A pair that fails is reported with its log's last lines."""
 
     def run(label: str) -> dict:
-        folder = Path(args.out) / label.replace(":", "-")
+        folder = pair_folder(label, args)
         folder.mkdir(parents=True, exist_ok=True)
         with open(folder / "train.log", "a") as log:
             done = subprocess.run(child_command(label, args), stdout=log, stderr=log, check=False)

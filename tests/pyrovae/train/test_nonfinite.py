@@ -16,10 +16,10 @@ from pyrovae.train import DivergenceMonitor, fit, load_checkpoint
 
 
 class PoisonedModel:
-    """The VAE's model with a NaN factor on the listed calls on 100-row training batches
-    (validation, in chunks of the batch size too, runs without gradients and is never
-    poisoned). About 5 such calls precede the first step (probes); digits then gives 13
-    full batches per epoch."""
+    """The VAE's model with a factor of ``value`` (NaN unless given) on the listed calls on
+    100-row training batches (validation, in chunks of the batch size too, runs without
+    gradients and is never poisoned). About 5 such calls precede the first step (probes);
+    digits then gives 13 full batches per epoch."""
 
     def __init__(self, model, poisoned, value=math.nan):
         self.model, self.poisoned, self.calls, self.value = model, set(poisoned), 0, value
