@@ -34,11 +34,52 @@ def _diagonal_normal_parts(components) -> tuple[torch.Tensor, torch.Tensor] | No
     return None
 
 
-# floats in the (K, d, n) block multivariate_normal_log_probs projects at once: n values
-# with K d n <= this (at least one value). About 8 MB in float32, so the block stays in a
-# large cache between the product, the subtraction and the squares: at evaluation sizes
-# (K = 500, d = 40, 5,000 values) 2,048 values at once took 0.92 s, 128 took 0.32 s
+# floats in the (K, d, n) block multivariate_normal_log_probs projects for one chunk of
+# values: n values with K d n <= this (at least one value). About 8 MB in float32: the
+# memory a chunk takes (and keeps for the backward pass where autograd records)
 PROJECTED_FLOATS = 2**21
+
+# on the CPU the block of each chunk is computed CACHE_BLOCK_FLOATS at a time (k' d n <=
+# this for k' of the K components, at least one), so the product, the subtraction, the
+# squares and the sum read it from a core's cache, not from memory: at evaluation sizes
+# (K = 500, d = 40, 104 values per chunk) one 8 MB block per chunk took 317 ms per 5,000
+# values, 1 MB blocks of 50 components 173 ms (an exploratory timing, one thread).
+# Elsewhere (CUDA) one block per chunk: each block costs a handful of kernel launches
+CACHE_BLOCK_FLOATS = 2**18
+
+
+def _components_per_block(k: int, d: int, n: int, device: torch.device) -> int:
+    if device.type != "cpu":
+        return k
+    return max(1, min(k, CACHE_BLOCK_FLOATS // (d * n)))
+
+
+def _fill_squared_distances(
+    rows: torch.Tensor,
+    shift: torch.Tensor,
+    values: torch.Tensor,
+    squared: torch.Tensor,
+    residual: torch.Tensor | None = None,
+) -> None:
+    """Writes ``squared[k, i] = ||A_k v_i - c_k||^2`` (shape ``(K, n)``) block of components
+    by block of components; and ``residual[k, :, i] = A_k v_i - c_k`` (``(K, d, n)``) where
+    one is given, else the block is projected into one reused scratch block."""
+    k, d, n = shift.shape[0], shift.shape[1], values.shape[0]
+    block = _components_per_block(k, d, n, rows.device)
+    scratch = rows.new_empty(min(block, k) * d, n)
+    transposed = values.T
+    for start in range(0, k, block):
+        stop = min(start + block, k)
+        size = (stop - start) * d
+        if residual is None:
+            part = torch.mm(rows[start * d : stop * d], transposed, out=scratch[:size])
+            part = part.view(stop - start, d, n).sub_(shift[start:stop]).square_()
+        else:
+            target = residual[start:stop]
+            torch.mm(rows[start * d : stop * d], transposed, out=target.view(size, n))
+            target.sub_(shift[start:stop])
+            part = torch.square(target, out=scratch[:size].view(stop - start, d, n))
+        torch.sum(part, 1, out=squared[start:stop])
 
 
 @torch.library.custom_op("pyrovae::squared_projected_distances", mutates_args=())
@@ -58,15 +99,18 @@ def _squared_projected_distances(
         dL/dr = 2 g r,   dL/dA = sum_i dL/dr v_i^T,   dL/dv_i = sum_k A_k^T dL/dr,
         dL/dc_k = -sum_i dL/dr.
 
-    A custom operator rather than a ``torch.autograd.Function``: a recording of the loss
-    (``fit``'s default) keeps it whole with this backward, where it inlined a Function's
-    forward and let autograd record the three nodes (the recorded ``vamp+full`` step of
-    the Fashion-MNIST protocol was then 1.03 times the Python one, now 0.975:
+    Both ways run over blocks of components of at most :data:`CACHE_BLOCK_FLOATS` floats on
+    the CPU. A custom operator rather than a ``torch.autograd.Function``: a recording of
+    the loss (``fit``'s default) keeps it whole with this backward, where it inlined a
+    Function's forward and let autograd record the three nodes (the recorded ``vamp+full``
+    step of the Fashion-MNIST protocol was then 1.03 times the Python one, now 0.975:
     ``benchmarks/guide_families.py --prior vamp --protocol``). ``benchmarks/vamp_prior.py``
     times the VampPrior training path that uses it."""
-    k = shift.shape[0]
-    residual = (rows @ values.T).view(k, -1, values.shape[0]).sub_(shift)
-    return residual.square().sum(1), residual
+    k, d, n = shift.shape[0], shift.shape[1], values.shape[0]
+    squared = rows.new_empty(k, n)
+    residual = rows.new_empty(k, d, n)
+    _fill_squared_distances(rows, shift, values, squared, residual)
+    return squared, residual
 
 
 @_squared_projected_distances.register_fake
@@ -86,17 +130,63 @@ def _squared_projected_distances_backward(ctx, grad, _):
     if grad is None:
         return None, None, None
     rows, values, residual = ctx.saved_tensors
-    grad_residual = residual * (2 * grad).unsqueeze(1)  # (K, d, n)
-    flat = grad_residual.view(-1, values.shape[0])  # (K d, n)
     need_rows, need_shift, need_values = ctx.needs_input_grad
-    grad_rows = flat @ values if need_rows else None
-    grad_shift = -grad_residual.sum(-1, keepdim=True) if need_shift else None
-    grad_values = flat.T @ rows if need_values else None
+    k, d, n = residual.shape
+    grad_rows = torch.empty_like(rows) if need_rows else None
+    grad_shift = residual.new_empty(k, d, 1) if need_shift else None
+    grad_values = torch.zeros_like(values) if need_values else None
+    block = _components_per_block(k, d, n, rows.device)
+    for start in range(0, k, block):
+        stop = min(start + block, k)
+        grad_residual = residual[start:stop] * (2 * grad[start:stop]).unsqueeze(1)
+        flat = grad_residual.view(-1, n)  # (k' d, n)
+        if need_rows:
+            torch.mm(flat, values, out=grad_rows[start * d : stop * d])
+        if need_shift:
+            torch.sum(grad_residual, -1, keepdim=True, out=grad_shift[start:stop])
+        if need_values:
+            grad_values.addmm_(flat.T, rows[start * d : stop * d])
+    if need_shift:
+        grad_shift.neg_()
     return grad_rows, grad_shift, grad_values
 
 
 _squared_projected_distances.register_autograd(
     _squared_projected_distances_backward, setup_context=_save_residual
+)
+
+
+@torch.library.custom_op("pyrovae::lower_triangular_inverse", mutates_args=())
+def _lower_triangular_inverse(scale_tril: torch.Tensor) -> torch.Tensor:
+    """X = L^{-1} for a batch of lower-triangular L, shape ``(K, d, d)``, by a triangular
+    solve against the identity; differentiable.
+
+    The backward is dL = -tril(X^T dX X^T): two batched products where autograd's backward
+    of the solve runs a second triangular solve, L^T G = dX, and a product. At K = 500,
+    d = 40 on one CPU thread that solve was most of the backward's time (an exploratory
+    timing: 18 ms forward and backward by autograd, 10 ms this way)."""
+    d = scale_tril.shape[-1]
+    eye = torch.eye(d, dtype=scale_tril.dtype, device=scale_tril.device)
+    return torch.linalg.solve_triangular(scale_tril, eye.expand_as(scale_tril), upper=False)
+
+
+@_lower_triangular_inverse.register_fake
+def _(scale_tril):
+    return torch.empty_like(scale_tril)
+
+
+def _save_inverse(ctx, inputs, output):
+    ctx.save_for_backward(output)
+
+
+def _lower_triangular_inverse_backward(ctx, grad):
+    (inverse,) = ctx.saved_tensors
+    transposed = inverse.mT
+    return -(transposed @ grad @ transposed).tril()
+
+
+_lower_triangular_inverse.register_autograd(
+    _lower_triangular_inverse_backward, setup_context=_save_inverse
 )
 
 
@@ -117,11 +207,12 @@ def multivariate_normal_log_probs(
     check it against float64 down to a scale of 1e-3. Memory: about
     :data:`PROJECTED_FLOATS` floats per chunk (``K d n`` for a chunk of n values), kept for
     the backward pass where autograd records (:func:`_squared_projected_distances`), and
-    subtracted and squared in place where it records nothing (evaluation).
+    subtracted and squared in place where it records nothing (evaluation). On the CPU each
+    chunk is computed in blocks of components that fit a core's cache
+    (:data:`CACHE_BLOCK_FLOATS`).
     """
     k, d = loc.shape
-    eye = torch.eye(d, dtype=loc.dtype, device=loc.device).expand(k, d, d)
-    inverse = torch.linalg.solve_triangular(scale_tril, eye, upper=False)  # (K, d, d)
+    inverse = _lower_triangular_inverse(scale_tril)  # (K, d, d)
     rows = inverse.reshape(k * d, d)
     shift = inverse @ loc.unsqueeze(-1)  # (K, d, 1)
     flat = value.reshape(-1, d)
@@ -133,8 +224,8 @@ def multivariate_normal_log_probs(
         if recorded:
             squared, _ = _squared_projected_distances(rows, shift, chunk)
         else:
-            projected = (rows @ chunk.T).reshape(k, d, -1)  # (K, d, n)
-            squared = projected.sub_(shift).square_().sum(1)
+            squared = chunk.new_empty(k, chunk.shape[0])
+            _fill_squared_distances(rows, shift, chunk, squared)
         parts.append(squared.T)  # (n, K)
     mahalanobis = parts[0] if len(parts) == 1 else torch.cat(parts)
     half_log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,)

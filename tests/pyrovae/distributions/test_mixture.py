@@ -115,9 +115,21 @@ def test_the_squared_distances_backward_matches_finite_differences():
     assert torch.autograd.gradcheck(squared, (rows, shift, values))
 
 
+def test_the_triangular_inverse_backward_matches_finite_differences():
+    # dL = -tril(X^T dX X^T) against torch's numerical gradient; entries above the diagonal
+    # are not read, so their gradient is zero both ways
+    torch.manual_seed(9)
+    _, scale_tril = components(3, 4, 0.7)
+    scale_tril.requires_grad_()
+    assert torch.autograd.gradcheck(mixture._lower_triangular_inverse, (scale_tril,))
+    inverse = mixture._lower_triangular_inverse(scale_tril)
+    torch.testing.assert_close(inverse @ scale_tril, torch.eye(4, dtype=F64).expand(3, 4, 4))
+
+
 def test_a_recording_keeps_the_squared_distances_with_their_backward():
-    # fit records the loss: the operator must stay one node (its forward inlined, autograd
-    # would record three (K, d, n) blocks instead of the one saved here)
+    # fit records the loss: the operators must stay one node each (the distances' forward
+    # inlined, autograd would record three (K, d, n) blocks instead of the one saved here;
+    # the inverse's, a second triangular solve on the way back)
     from torch.fx.experimental.proxy_tensor import make_fx
 
     torch.manual_seed(7)
@@ -128,6 +140,8 @@ def test_a_recording_keeps_the_squared_distances_with_their_backward():
     targets = [str(n.target) for n in recording.graph.nodes]
     assert targets.count("pyrovae.squared_projected_distances.default") == 1
     assert "aten.square.default" not in targets
+    assert targets.count("pyrovae.lower_triangular_inverse.default") == 1
+    assert "aten.linalg_solve_triangular.default" not in targets
     weights = torch.randn(10, 6, dtype=F64)
     python = torch.autograd.grad(
         (weights * multivariate_normal_log_probs(value, loc, scale_tril)).sum(), (value, loc)
@@ -159,3 +173,36 @@ def test_a_mixture_of_full_covariance_components_uses_it(monkeypatch):
     )
     torch.testing.assert_close(mixture_dist.log_prob(value), expected)
     assert calls == [(4, 3)]
+
+
+@pytest.mark.parametrize("block_floats", [1, 30, 60])  # blocks of 1; 2, 2, 1; 4, 1 components
+def test_component_blocks_give_the_same_values_and_gradients(monkeypatch, block_floats):
+    # on the CPU each chunk is computed a cache-sized block of components at a time, forward
+    # and backward, recorded or not: 5 components, d = 3, 5 values in one chunk
+    torch.manual_seed(8)
+    loc, scale_tril = components(5, 3, 0.8)
+    inputs = [t.clone().requires_grad_() for t in (torch.randn(5, 3, dtype=F64), loc, scale_tril)]
+    weights = torch.randn(5, 5, dtype=F64)
+    whole = multivariate_normal_log_probs(*inputs)
+    whole_grads = torch.autograd.grad((weights * whole).sum(), inputs)
+    monkeypatch.setattr(mixture, "CACHE_BLOCK_FLOATS", block_floats)
+    blocked = multivariate_normal_log_probs(*inputs)
+    torch.testing.assert_close(blocked, whole)
+    blocked_grads = torch.autograd.grad((weights * blocked).sum(), inputs)
+    for a, b in zip(blocked_grads, whole_grads, strict=True):
+        torch.testing.assert_close(a, b)
+    with torch.no_grad():
+        torch.testing.assert_close(multivariate_normal_log_probs(*inputs), whole)
+    rows = torch.randn(15, 3, dtype=F64, requires_grad=True)
+    shift = torch.randn(5, 3, 1, dtype=F64, requires_grad=True)
+    squared = lambda *args: mixture._squared_projected_distances(*args)[0]  # noqa: E731
+    assert torch.autograd.gradcheck(squared, (rows, shift, inputs[0]))
+
+
+def test_component_blocks_fit_the_cache_on_the_cpu_only():
+    # K = 500, d = 40, the 104 values of an evaluation chunk: 63 components per 1 MB block on
+    # the CPU; on a GPU one block (a few kernel launches each), the chunk's memory bound only
+    blocks = mixture._components_per_block
+    assert blocks(500, 40, 104, torch.device("cpu")) == mixture.CACHE_BLOCK_FLOATS // 4160 == 63
+    assert blocks(500, 40, 10**5, torch.device("cpu")) == 1
+    assert blocks(500, 40, 104, torch.device("cuda")) == 500
