@@ -182,7 +182,7 @@ def _save_inverse(ctx, inputs, output):
 def _lower_triangular_inverse_backward(ctx, grad):
     (inverse,) = ctx.saved_tensors
     transposed = inverse.mT
-    return -(transposed @ grad @ transposed).tril()
+    return (transposed @ grad @ transposed).tril_().neg_()
 
 
 _lower_triangular_inverse.register_autograd(
