@@ -18,8 +18,10 @@ most responsibilities are tiny and many of them subnormal in float32.
 from the guide on the first 100 Fashion-MNIST test images (the synthetic components leave
 few responsibilities subnormal; trained ones many more, which is where flushing pays).
 
-Each is timed four ways, in interleaved rounds: torch's path and pyrovae's
-(:func:`pyrovae.distributions.mixture.multivariate_normal_log_probs`), each with subnormals
+Each is timed four ways, in interleaved rounds: torch's path (``MultivariateNormal.log_prob``,
+then ``torch.logsumexp``) and pyrovae's
+(:func:`pyrovae.distributions.mixture.multivariate_normal_log_probs`, then
+:func:`pyrovae.denormals.logsumexp`, as the VampPrior computes it), each with subnormals
 kept and flushed (:mod:`pyrovae.denormals`; CPU only). Prints the median ms per call and
 the ratios torch / pyrovae (above 1: pyrovae is faster).
 
@@ -39,7 +41,7 @@ from pathlib import Path
 import pyro.distributions as dist
 import torch
 
-from pyrovae.denormals import flushed_denormals
+from pyrovae.denormals import flushed_denormals, logsumexp
 from pyrovae.distributions.mixture import multivariate_normal_log_probs
 
 
@@ -93,18 +95,24 @@ def torch_log_probs(z, loc, scale_tril):
     return dist.MultivariateNormal(loc, scale_tril=scale_tril).log_prob(z.unsqueeze(-2))
 
 
-def make_call(log_probs, z, loc, scale_tril, backward: bool):
+def make_call(log_probs, reduce, z, loc, scale_tril, backward: bool):
     k = loc.shape[0]
 
     def call():
         if not backward:
             with torch.no_grad():
-                return torch.logsumexp(log_probs(z, loc, scale_tril), -1) - math.log(k)
+                return reduce(log_probs(z, loc, scale_tril), -1) - math.log(k)
         leaves = [t.detach().requires_grad_() for t in (z, loc, scale_tril)]
-        log_p = torch.logsumexp(log_probs(*leaves), -1) - math.log(k)
+        log_p = reduce(log_probs(*leaves), -1) - math.log(k)
         log_p.sum().backward()
 
     return call
+
+
+PATHS = {  # the K log densities, then their logsumexp
+    "torch": (torch_log_probs, torch.logsumexp),
+    "pyrovae": (multivariate_normal_log_probs, logsumexp),
+}
 
 
 def timed(call, repeats: int, device: str, flush: bool) -> float:
@@ -150,8 +158,8 @@ def main(args: argparse.Namespace) -> float:
     for case, (z, backward) in cases.items():
         z = z.to(args.device)
         calls = {
-            (path, flush): make_call(fn, z, loc, scale_tril, backward)
-            for path, fn in (("torch", torch_log_probs), ("pyrovae", multivariate_normal_log_probs))
+            (path, flush): make_call(*PATHS[path], z, loc, scale_tril, backward)
+            for path in PATHS
             for flush in flushes
         }
         times = {key: [] for key in calls}

@@ -20,6 +20,7 @@ import torch
 from pyro.distributions import TorchDistribution
 from torch.distributions import Independent, MultivariateNormal, Normal
 
+from pyrovae.denormals import logsumexp
 from pyrovae.errors import PyrovaeError
 
 
@@ -294,7 +295,8 @@ class SharedComponentMixture(TorchDistribution):
 
     def log_prob(self, value):
         log_probs = self.component_log_probs(value) + self.log_weights
-        result = torch.logsumexp(log_probs, -1)
+        # most of a trained VampPrior's K terms underflow: their exp is slow on the CPU
+        result = logsumexp(log_probs, -1)
         return result.expand(torch.broadcast_shapes(result.shape, self.batch_shape))
 
     def sample(self, sample_shape=()):

@@ -16,7 +16,7 @@ import torch
 
 from pyrovae.checks import latent_sites, observed_sites, trace_pair
 from pyrovae.data import check_data
-from pyrovae.denormals import flushed_denormals
+from pyrovae.denormals import flushed_denormals, logsumexp
 from pyrovae.errors import PyrovaeError
 
 from .importance import (
@@ -96,7 +96,7 @@ def rows_log_likelihood(
 
         def chunk_logsumexp(rows: torch.Tensor, draws: int) -> torch.Tensor:  # (b,)
             log_w, _ = enumerated_log_weights(model, guide, rows, draws)
-            return torch.logsumexp(log_w.flatten(0, 1), 0)
+            return logsumexp(log_w.flatten(0, 1), 0)
 
         per_rows: dict[int, list[torch.Tensor]] = {}
         for rows, _, chunk in chunked_draws(
@@ -108,7 +108,7 @@ def rows_log_likelihood(
     # a running logsumexp over the draws of each row: memory is one chunk, not (S, N)
     total = x.new_full((x.shape[0],), -math.inf)
     for rows, _, log_w in weight_chunks(model, guide, x, num_samples, batch_size, sample_chunk):
-        total[rows] = torch.logaddexp(total[rows], torch.logsumexp(log_w, 0))
+        total[rows] = torch.logaddexp(total[rows], logsumexp(log_w, 0))
     return total - math.log(num_samples)
 
 
