@@ -65,8 +65,13 @@ def logsumexp(value: torch.Tensor, dim: int) -> torch.Tensor:
     exploratory count (52 % over diagonal posteriors, 38 % over full-covariance ones);
     the evaluation of ``vamp+diagonal`` runs 1.12 times as fast with this
     (``docs/results.md``). Other dtypes, whose smallest normal float is not negligible
-    next to their precision, get ``torch.logsumexp``."""
-    if value.dtype not in (torch.float32, torch.float64) or value.shape[dim] == 0:
+    next to their precision, get ``torch.logsumexp``, as do other devices than the CPU,
+    where such an ``exp`` costs nothing more and each extra pass is a kernel launch."""
+    if (
+        value.device.type != "cpu"
+        or value.dtype not in (torch.float32, torch.float64)
+        or value.shape[dim] == 0
+    ):
         return torch.logsumexp(value, dim)
     floor = math.log(torch.finfo(value.dtype).tiny) + 1.0
     peak = value.detach().amax(dim, keepdim=True)

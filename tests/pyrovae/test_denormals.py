@@ -118,6 +118,16 @@ def test_logsumexp_of_infinite_and_missing_values_is_torchs(row, expected):
         torch.testing.assert_close(value, torch.tensor([expected], dtype=dtype), equal_nan=True)
 
 
+def test_logsumexp_on_other_devices_is_torchs(monkeypatch):
+    # a GPU computes such an exp at full speed: there torch's own logsumexp runs
+    calls = []
+    monkeypatch.setattr(torch, "logsumexp", lambda value, dim: calls.append(dim) or value)
+    meta = torch.empty(3, 4, device="meta")
+    assert logsumexp(meta, -1) is meta and calls == [-1]
+    logsumexp(torch.zeros(3, 4), -1)
+    assert calls == [-1]  # not on the CPU
+
+
 def test_logsumexp_of_other_dtypes_and_empty_rows_is_torchs():
     half = torch.tensor([[0.0, -10.0, -20.0]], dtype=torch.float16)
     assert torch.equal(logsumexp(half, -1), torch.logsumexp(half, -1))
