@@ -10,11 +10,15 @@ FASHION_DIR := /usr/share/datasets/fashion-mnist
 
 .PHONY: run test lint docs bench fashion-mnist clean
 
-$(BIN)/python:
+# stamped only once pip works: a first `make` interrupted while the venv was being made
+# (Ctrl-C during ensurepip) left a python without pip, and every later `make` failed;
+# `python -m venv` over an existing one completes it
+$(VENV)/.created:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q --upgrade pip
+	touch $@
 
-$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml
+$(VENV)/.installed: $(VENV)/.created setup.cfg pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH)"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $@
