@@ -15,9 +15,10 @@ is estimated with its best-validation parameters, in blocks of 100 images saved 
 done (:func:`pyrovae.evaluate.resumable_log_likelihood`), so an interrupted evaluation
 continues where it stopped on the next invocation. Results go to ``--out/results.json``
 with the epochs done next to the published rows, and the peak resident memory of the
-process after each pair's training; the script prints a table and the ratio of each
-pair's log p(x) to the published VAE's (1.0 = equal; below 1 is better, the figures
-being negative).
+process after each pair's training; the script prints a table, each evaluated pair's
+test log p(x) minus the first evaluated pair's image by image over the test images both
+evaluated (mean +/- se), and the ratio of each pair's log p(x) to the published VAE's (1.0
+= equal; below 1 is better, the figures being negative).
 
 ``vamp+flow`` runs its flows in the ``"maf"`` direction (:mod:`guides.flows`): the
 VampPrior scores each z under all 500 pseudo-input posteriors, which takes one pass of
@@ -59,8 +60,9 @@ from guides import build_guide, build_hierarchical_guide
 from models import build_hvae, build_vae
 from pyrovae import evaluate, fit, load_dataset
 from pyrovae.errors import TrainingDiverged
+from pyrovae.evaluate.resumable import PROGRESS_FORMAT
 from pyrovae.train import load_checkpoint
-from pyrovae.train.checkpoint import load_module_state
+from pyrovae.train.checkpoint import load_module_state, read_record
 
 PUBLISHED = {"VAE": -228.70, "VampPrior": -227.35, "HVAE + VampPrior": -226.72}
 PROTOCOL = dict(
@@ -213,6 +215,7 @@ def train_pair(label: str, data, args) -> dict:
             row["test log p(x)"] = log_px.mean().item()
             row["+/- se"] = (log_px.std() / math.sqrt(len(log_px))).item()
             row["test points"] = len(log_px)
+            row["per-image values"] = str(progress.resolve())
     (folder / "row.json").write_text(json.dumps(row, indent=2))
     return row
 
@@ -230,6 +233,32 @@ def train_pair_or_report(label: str, data, args) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "row.json").write_text(json.dumps(row, indent=2))
         return row
+
+
+def paired_differences(rows: list[dict]) -> list[tuple[str, str, int, float, float]]:
+    """``(pair, reference, n, mean, se)`` for each evaluated pair after the first: its test
+    log p(x) minus the first evaluated pair's, image by image over the first n test images
+    both evaluated (the same images, binarized once), mean and standard error over those
+    images (nats per image). Pairing removes the images' own spread, the larger part of
+    each row's standard error."""
+    evaluated = [row for row in rows if "per-image values" in row]
+    values = {
+        row["pair"]: read_record(
+            row["per-image values"],
+            PROGRESS_FORMAT,
+            "log-likelihood progress file",
+            "evaluate again",
+        )["values"].double()
+        for row in evaluated
+    }
+    out = []
+    for row in evaluated[1:]:
+        reference = evaluated[0]["pair"]
+        n = min(len(values[row["pair"]]), len(values[reference]))
+        difference = values[row["pair"]][:n] - values[reference][:n]
+        se = (difference.std() / math.sqrt(n)).item() if n > 1 else float("nan")
+        out.append((row["pair"], reference, n, difference.mean().item(), se))
+    return out
 
 
 def child_command(label: str, args: argparse.Namespace) -> list[str]:
@@ -315,6 +344,11 @@ def main(args: argparse.Namespace) -> float:
         if figure is not None:
             ratio = figure / PUBLISHED["VAE"]
             print(f"    ratio to the published VAE: {ratio:.4f}")
+    for pair, reference, n, mean, se in paired_differences(rows):
+        print(
+            f"  {pair} - {reference}, paired over the first {n} test images: "
+            f"{mean:+.3f} +/- {se:.3f}"
+        )
     print(f"  ratio of the last evaluated pair to the published VAE: {ratio:.4f}")
     diverged = [row["pair"] for row in rows if row.get("diverged")]
     if diverged:

@@ -108,3 +108,24 @@ def test_the_largest_condition_number_of_a_full_covariance_factor(protocol):
     assert got > 1.0
     model, guide = protocol.build_pair("vamp+diagonal", 784)
     assert protocol.largest_factor_condition(model, guide, images) is None
+
+
+def test_pairs_are_compared_image_by_image_over_the_images_both_evaluated(protocol, tmp_path):
+    # the second pair is 0.5, 1.0 and 0.0 above the first on the first three images; the
+    # fourth, evaluated by the first only, is left out; the third pair has no values yet
+    from pyrovae.evaluate.resumable import PROGRESS_FORMAT
+    from pyrovae.train.checkpoint import write_atomic
+
+    first = torch.tensor([-220.0, -230.0, -240.0, -250.0])
+    second = torch.tensor([-219.5, -229.0, -240.0])
+    rows = []
+    for label, values in (("vamp+diagonal", first), ("vamp+full", second)):
+        path = tmp_path / f"{label}.pt"
+        write_atomic({"format": PROGRESS_FORMAT, "values": values}, path)
+        rows.append({"pair": label, "per-image values": str(path)})
+    rows.append({"pair": "vamp+flow", "test points done": 100})
+    ((pair, reference, n, mean, se),) = protocol.paired_differences(rows)
+    assert (pair, reference, n) == ("vamp+full", "vamp+diagonal", 3)
+    differences = torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64)
+    assert mean == pytest.approx(0.5)
+    assert se == pytest.approx((differences.std() / 3**0.5).item())
