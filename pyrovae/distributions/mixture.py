@@ -228,7 +228,7 @@ def multivariate_normal_log_probs(
             squared = chunk.new_empty(k, chunk.shape[0])
             _fill_squared_distances(rows, shift, chunk, squared)
         parts.append(squared.T)  # (n, K)
-    mahalanobis = parts[0] if len(parts) == 1 else torch.cat(parts)
+    mahalanobis = torch.cat(parts) if parts else flat.new_empty(0, k)  # no values: (0, K)
     half_log_det = scale_tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)  # (K,)
     log_probs = -0.5 * (d * math.log(2 * math.pi) + mahalanobis) - half_log_det
     return log_probs.reshape(*value.shape[:-1], k)

@@ -206,3 +206,9 @@ def test_component_blocks_fit_the_cache_on_the_cpu_only():
     assert blocks(500, 40, 104, torch.device("cpu")) == mixture.CACHE_BLOCK_FLOATS // 4160 == 63
     assert blocks(500, 40, 10**5, torch.device("cpu")) == 1
     assert blocks(500, 40, 104, torch.device("cuda")) == 500
+
+
+def test_no_values_give_no_log_densities():
+    loc, scale_tril = components(3, 2, 1.0)
+    no_values = torch.zeros(0, 2, dtype=F64)
+    assert multivariate_normal_log_probs(no_values, loc, scale_tril).shape == (0, 3)
