@@ -60,9 +60,9 @@ from guides import build_guide, build_hierarchical_guide
 from models import build_hvae, build_vae
 from pyrovae import evaluate, fit, load_dataset
 from pyrovae.errors import TrainingDiverged
-from pyrovae.evaluate.resumable import PROGRESS_FORMAT
+from pyrovae.evaluate.resumable import read_progress
 from pyrovae.train import load_checkpoint
-from pyrovae.train.checkpoint import load_module_state, read_record
+from pyrovae.train.checkpoint import load_module_state
 
 PUBLISHED = {"VAE": -228.70, "VampPrior": -227.35, "HVAE + VampPrior": -226.72}
 PROTOCOL = dict(
@@ -243,13 +243,7 @@ def paired_differences(rows: list[dict]) -> list[tuple[str, str, int, float, flo
     each row's standard error."""
     evaluated = [row for row in rows if "per-image values" in row]
     values = {
-        row["pair"]: read_record(
-            row["per-image values"],
-            PROGRESS_FORMAT,
-            "log-likelihood progress file",
-            "evaluate again",
-        )["values"].double()
-        for row in evaluated
+        row["pair"]: read_progress(row["per-image values"])["values"].double() for row in evaluated
     }
     out = []
     for row in evaluated[1:]:

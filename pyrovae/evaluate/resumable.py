@@ -62,6 +62,13 @@ def parameters_digest(model: Callable, guide: Callable) -> str:
     return tensors_digest(tensors)
 
 
+def read_progress(path: str | os.PathLike) -> dict:
+    """The record a :func:`resumable_log_likelihood` call saved at ``path``: ``values``, the
+    per-row log p(x) done so far, shape ``(k,)`` nats, with the ``settings`` they were drawn
+    under; checked as :func:`~pyrovae.train.checkpoint.read_record` checks a checkpoint."""
+    return read_record(path, PROGRESS_FORMAT, "log-likelihood progress file", "evaluate again")
+
+
 @torch.no_grad()
 def resumable_log_likelihood(
     model: Callable,
@@ -112,9 +119,7 @@ def resumable_log_likelihood(
     }
     values, done, record = [], 0, None
     if path.exists():
-        record = read_record(
-            path, PROGRESS_FORMAT, "log-likelihood progress file", "evaluate again"
-        )
+        record = read_progress(path)
         _check_settings(record["settings"], settings, path)
         values = [record["values"].to(x.device)]
         done = int(record["values"].shape[0])
