@@ -83,7 +83,8 @@ LATENT_DIM = 40
 
 def build_pair(label: str, data_dim: int):
     """The model and guide of a pair label ``prior+guide``, or ``hvae:prior+guide`` for the
-    two-layer HVAE (z1 and z2 of 40 each; the guide family on the top layer)."""
+    two-layer HVAE (z1 and z2 of 40 each; the guide family on the top layer; as published,
+    q(z1 | x, z2) and p(z1 | z2) have their scales floored at 0.05, a log-variance of -6)."""
     hierarchical = label.startswith("hvae:")
     prior, guide_family = label.removeprefix("hvae:").split("+")
     options = {"min_scale": 0.05} if guide_family in ("diagonal", "full", "flow") else {}
@@ -92,11 +93,13 @@ def build_pair(label: str, data_dim: int):
         # this direction, 40 sequential ones in the default "iaf" (guides.flows)
         options["direction"] = "maf"
     prior_options = {"num_pseudo_inputs": 500} if prior == "vamp" else {}
+    model_options = {}
     if hierarchical:
         guide = build_hierarchical_guide(
-            data_dim, LATENT_DIM, guide_family, HIDDEN, "gated", **options
+            data_dim, LATENT_DIM, guide_family, HIDDEN, "gated", bottom_min_scale=0.05, **options
         )
         build_model = build_hvae
+        model_options["conditional_min_scale"] = 0.05
     else:
         guide = build_guide(data_dim, LATENT_DIM, guide_family, HIDDEN, "gated", **options)
         build_model = build_vae
@@ -109,6 +112,7 @@ def build_pair(label: str, data_dim: int):
         "gated",
         prior_options=prior_options,
         posterior=guide.posterior,
+        **model_options,
     )
     return model, guide
 

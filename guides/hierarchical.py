@@ -59,15 +59,17 @@ def build_hierarchical_guide(
     name: str | None = None,
     *,
     bottom_dim: int = 0,
+    bottom_min_scale: float = 1e-3,
     **family_options,
 ) -> HierarchicalGuide:
     """Encoder ``D -> hidden...``; the top head is the registered ``family`` (size
     ``latent_dim``), the bottom a diagonal Normal (size ``bottom_dim`` or ``latent_dim``)
-    over an MLP of ``[features, z2]``."""
+    over an MLP of ``[features, z2]``, its scales floored at ``bottom_min_scale`` (the
+    published HVAE floors every log-variance at -6, a scale of 0.05)."""
     encoder = MLPEncoder(data_dim, hidden, activation)
     width = encoder.out_features
     d1 = bottom_dim or latent_dim
     top = make_head(family, width, latent_dim, **family_options)
     bottom_net = mlp(width + latent_dim, [width], None, activation)
-    bottom = make_head("diagonal", width, d1)
+    bottom = make_head("diagonal", width, d1, min_scale=bottom_min_scale)
     return HierarchicalGuide(encoder, top, bottom_net, bottom, name)

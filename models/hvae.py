@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.functional import softplus
 
+from pyrovae.errors import PyrovaeError
 from pyrovae.naming import unique_name
 from pyrovae.nn import mlp
 
@@ -32,10 +33,19 @@ from .priors import make_prior
 class ConditionalNormal(nn.Module):
     """p(z1 | z2) = N(mu(z2), diag(sigma(z2)^2)), sigma = softplus(.) + ``min_scale``."""
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: Sequence[int], activation: str):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden: Sequence[int],
+        activation: str,
+        min_scale: float = 1e-3,
+    ):
         super().__init__()
+        if not min_scale >= 0:
+            raise PyrovaeError(f"min_scale of p(z1 | z2) must be >= 0, got {min_scale}")
         self.out_dim = out_dim
-        self.min_scale = 1e-3
+        self.min_scale = min_scale
         self.net = mlp(in_dim, hidden, 2 * out_dim, activation)
 
     def forward(self, z2: torch.Tensor) -> dist.Distribution:
@@ -88,17 +98,19 @@ def build_hvae(
     bottom_dim: int = 0,
     prior_options: dict | None = None,
     posterior: Callable | None = None,
+    conditional_min_scale: float = 1e-3,
 ) -> HierarchicalVAE:
     """A two-layer VAE: z2 of size ``latent_dim`` (the registered ``prior``), z1 of size
     ``bottom_dim`` (``latent_dim`` when 0), MLPs of widths ``hidden`` for p(z1 | z2) and
-    the decoder. ``posterior`` is the guide's top posterior map q(z2 | x) (for "vamp")."""
+    the decoder. ``posterior`` is the guide's top posterior map q(z2 | x) (for "vamp").
+    ``conditional_min_scale`` floors p(z1 | z2)'s scales (the published HVAE: 0.05)."""
     d2 = latent_dim
     d1 = bottom_dim or latent_dim
     decoder = mlp(d1 + d2, list(reversed(hidden)), data_dim, activation)
     return HierarchicalVAE(
         decoder,
         make_prior(prior, d2, data_dim=data_dim, posterior=posterior, **(prior_options or {})),
-        ConditionalNormal(d2, d1, list(reversed(hidden)), activation),
+        ConditionalNormal(d2, d1, list(reversed(hidden)), activation, conditional_min_scale),
         make_likelihood(likelihood, data_dim),
         data_dim,
         name,

@@ -129,3 +129,21 @@ def test_pairs_are_compared_image_by_image_over_the_images_both_evaluated(protoc
     differences = torch.tensor([0.5, 1.0, 0.0], dtype=torch.float64)
     assert mean == pytest.approx(0.5)
     assert se == pytest.approx((differences.std() / 3**0.5).item())
+
+
+def test_the_hvae_pair_floors_every_scale_at_the_published_log_variance_of_minus_six(protocol):
+    """The published HVAE clips every log-variance to [-6, 2]: q(z2 | x), q(z1 | x, z2) and
+    p(z1 | z2) all have scales of at least exp(-3) ~ 0.0498; ours floor them at 0.05."""
+    torch.manual_seed(0)
+    model, guide = protocol.build_pair("hvae:vamp+diagonal", 784)
+    with torch.no_grad():  # push every raw scale far below its floor
+        for layer in (guide.head.linear, guide.bottom_head.linear, model.conditional.net[-1]):
+            layer.bias[40:] = -1e4
+        x = torch.rand(5, 784)
+        features = guide.encoder(x)
+        top = guide.head(features)
+        z2 = top.sample()
+        bottom = guide.bottom_head(guide.bottom_net(torch.cat([features, z2], -1)))
+        prior_z1 = model.conditional(z2)
+    for layer in (top, bottom, prior_z1):
+        assert layer.base_dist.scale.min().item() == pytest.approx(0.05, rel=1e-5)

@@ -82,3 +82,8 @@ def test_mean_field_elbo_is_unbiased_when_the_guide_follows_the_models_order(tra
     trace = estimate_elbo(model, guide, x, "Trace_ELBO", num_particles=200)
     mean_field = estimate_elbo(model, guide, x, "TraceMeanField_ELBO", num_particles=200)
     assert mean_field == pytest.approx(trace, abs=0.05)
+
+
+def test_a_negative_floor_on_the_conditional_scale_is_refused():
+    with pytest.raises(ValueError, match="min_scale of p\\(z1 \\| z2\\) must be >= 0, got -1"):
+        build_hvae(64, 3, (16,), conditional_min_scale=-1.0)
