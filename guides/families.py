@@ -40,6 +40,7 @@ from guides.flows import conditional_affine_flow
 from pyrovae import supports
 from pyrovae.distributions import (
     Dirichlet,
+    LowRankMultivariateNormal,
     MixtureOfDiagNormals,
     MultivariateNormal,
     PowerSpherical,
@@ -167,8 +168,9 @@ class FullCovarianceHead(GuideHead):
 
 @register_family("lowrank")
 class LowRankHead(GuideHead):
-    """q(z | x) = N(mu, W W^T + diag(D)) as ``LowRankMultivariateNormal`` with W of shape
-    ``(d, rank)``; d(rank+2) outputs per data point.
+    """q(z | x) = N(mu, W W^T + diag(D)) as pyrovae's ``LowRankMultivariateNormal`` (its
+    ``log_prob`` in float64, where float32's is tenths of a nat off at these bounds) with W
+    of shape ``(d, rank)``; d(rank+2) outputs per data point.
 
     ``sqrt(D) >= min_scale = 0.05`` (the published protocol's log-variance floor of -6) and
     ``|W_ij| < factor_bound``: torch factorises the capacitance ``I + W^T D^-1 W`` by
@@ -198,7 +200,7 @@ class LowRankHead(GuideHead):
         loc, raw_diag, raw_factor = raw.split([d, d, d * r], dim=-1)
         cov_factor = soft_clamp(raw_factor, self.factor_bound).unflatten(-1, (d, r))
         cov_diag = positive(raw_diag, self.min_scale) ** 2
-        return dist.LowRankMultivariateNormal(loc, cov_factor, cov_diag)
+        return LowRankMultivariateNormal(loc, cov_factor, cov_diag)
 
 
 @register_family("mixture")

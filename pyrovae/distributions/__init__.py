@@ -3,7 +3,8 @@
 One file per distribution: :class:`StandardNormal` (N(0, 1) with its own closed-form
 KL), :class:`Dirichlet` and :class:`MixtureOfDiagNormals` (Pyro's, with draws a recording
 of the loss can replay), :class:`MultivariateNormal` (Pyro's, scoring its own draws from
-their noise), :class:`VonMisesFisher`, :class:`PowerSpherical`,
+their noise), :class:`LowRankMultivariateNormal` (Pyro's, its log density in float64),
+:class:`VonMisesFisher`, :class:`PowerSpherical`,
 :class:`HypersphericalUniform` (on the unit sphere), :class:`SharedComponentMixture` (the
 mixture-of-Gaussians prior and the VampPrior); ``bessel`` has log I_nu and I_{nu+1}/I_nu in
 pure torch; ``kl`` the closed-form KLs.
@@ -21,6 +22,7 @@ from .kl import (
     kl_power_spherical_uniform,
     kl_vmf_uniform,
 )
+from .low_rank_multivariate_normal import LowRankMultivariateNormal
 from .mixture import SharedComponentMixture
 from .mixture_of_diag_normals import MixtureOfDiagNormals
 from .multivariate_normal import MultivariateNormal
@@ -32,6 +34,7 @@ from .von_mises_fisher import VonMisesFisher
 __all__ = [
     "Dirichlet",
     "HypersphericalUniform",
+    "LowRankMultivariateNormal",
     "MixtureOfDiagNormals",
     "MultivariateNormal",
     "PowerSpherical",

@@ -22,6 +22,7 @@ from torch.distributions import kl_divergence
 from pyrovae.distributions import (
     Dirichlet,
     HypersphericalUniform,
+    LowRankMultivariateNormal,
     MixtureOfDiagNormals,
     MultivariateNormal,
     PowerSpherical,
@@ -190,6 +191,16 @@ ROWS = [
     Row(
         "multivariate-normal",  # its own draws are scored from their noise
         lambda: MultivariateNormal(torch.randn(3, 4, dtype=F64), scale_tril=_lower_factor(3, 4)),
+        multivariate_normal_oracle,
+        lambda q: Normal(torch.zeros(4, dtype=F64), 1.5 * torch.ones(4, dtype=F64)).to_event(1),
+    ),
+    Row(
+        "low-rank-multivariate-normal",  # float32 scoring: test_low_rank_multivariate_normal.py
+        lambda: LowRankMultivariateNormal(
+            torch.randn(3, 4, dtype=F64),
+            torch.randn(3, 4, 2, dtype=F64),
+            torch.rand(3, 4, dtype=F64) + 0.1,
+        ),
         multivariate_normal_oracle,
         lambda q: Normal(torch.zeros(4, dtype=F64), 1.5 * torch.ones(4, dtype=F64)).to_event(1),
     ),

@@ -222,10 +222,17 @@ def test_fit_trains_the_same_with_and_without_jit(digits, objective, device):
 
 
 @pytest.mark.parametrize(
-    "prior, family", [("sphere", "vmf"), ("dirichlet", "dirichlet"), ("standard", "mixture")]
+    "prior, family",
+    [
+        ("sphere", "vmf"),
+        ("dirichlet", "dirichlet"),
+        ("standard", "mixture"),
+        ("standard", "lowrank"),
+    ],
 )
 def test_the_custom_operator_families_train_recorded_as_in_python(digits, prior, family, device):
-    # fit's default records them now; the vMF's rejection rounds vary from batch to batch
+    # fit's default records them now; the vMF's rejection rounds vary from batch to batch;
+    # lowrank's log q (Trace_ELBO reads it) is computed in float64
     config = FitConfig(
         objective="Trace_ELBO", epochs=1, batch_size=128, progress=False, seed=5, device=device
     )
