@@ -13,8 +13,8 @@ guide family's head allows |W_ij| up to 5 and D down to 0.05^2 (``guides.familie
 where the terms reach about 1e5 and float32's rounding (about 6e-8 of each) leaves an
 error of tenths of a nat: at d = 40 and rank 2, torch's ``log_prob`` of the
 distribution's own draws was up to 0.55 nats off float64's, about 0.02 on average (the
-tests assert more than 0.05 there, and ours within 2e-5). A VAE's log p(x) estimate averages exp(log p - log q) over draws, so such
-errors bias it.
+tests assert more than 0.05 there, and ours within 2e-5). A VAE's log p(x) estimate
+averages exp(log p - log q) over draws, so such errors bias it.
 
 This class computes the whole of ``log_prob`` in float64 and returns the value's dtype:
 exact float32 inputs, so the subtraction delta and both terms of M keep about 1e-16 of
