@@ -147,3 +147,18 @@ def test_the_hvae_pair_floors_every_scale_at_the_published_log_variance_of_minus
         prior_z1 = model.conditional(z2)
     for layer in (top, bottom, prior_z1):
         assert layer.base_dist.scale.min().item() == pytest.approx(0.05, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "label, row",
+    [
+        ("standard+diagonal", "VAE"),
+        ("vamp+diagonal", "VampPrior"),
+        ("vamp+full", "VampPrior"),
+        ("hvae:vamp+diagonal", "HVAE + VampPrior"),
+        ("hvae:standard+diagonal", None),
+        ("mog+diagonal", None),
+    ],
+)
+def test_each_pair_is_set_against_the_published_row_of_its_model_and_prior(protocol, label, row):
+    assert protocol.published_counterpart(label) == row
