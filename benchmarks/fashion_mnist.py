@@ -5,8 +5,9 @@ Protocol (Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018): 50,000 / 10,
 Adam lr 5e-4, batch 100, KL warm-up over 100 epochs, early stopping after 50 epochs
 without a better validation ELBO, at most 2,000 epochs, test log p(x) by importance
 sampling with S = 5,000. The guide's scale is floored at 0.05 (their log-variance floor
-of -6); VampPrior with 500 pseudo-inputs. Published test log p(x): VAE -228.70,
-VampPrior -227.35, HVAE + VampPrior -226.72 (nats per image).
+of -6); VampPrior with 500 pseudo-inputs. Published Fashion-MNIST test log p(x) on that
+protocol (Norouzi et al., "Exemplar VAE", NeurIPS 2020, its density-estimation table):
+VAE -228.70, VampPrior -227.35, HVAE + VampPrior -226.72 (nats per image).
 
 Each pair trains in ``--out/<prior>+<guide>/`` and resumes from its own checkpoint, at most
 ``--epoch-budget`` more epochs per invocation, so a long run can be continued later. When
