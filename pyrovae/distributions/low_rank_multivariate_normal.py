@@ -8,8 +8,8 @@ the Woodbury identity and the matrix determinant lemma give, in nats::
     M = sum_i delta_i^2 / D_i - ||L_C^-1 W^T D^-1 delta||^2.
 
 The two terms of M nearly cancel whenever W W^T dominates D: a draw's delta lies mostly
-in W's columns, so each term is of the order |W|^2 / D while M is of the order d. The
-guide family's head allows |W_ij| up to 5 and D down to 0.05^2 (``guides.families``),
+in W's columns, so each term is of the order W_ij^2 / D_i while M is of the order d. The
+guide family's head allows W_ij in (-5, 5) and D down to 0.05^2 (``guides.families``),
 where the terms reach about 1e5 and float32's rounding (about 6e-8 of each) leaves an
 error of tenths of a nat: at d = 40 and rank 2, torch's ``log_prob`` of the
 distribution's own draws was up to 0.55 nats off float64's, about 0.02 on average (the
