@@ -20,7 +20,10 @@ process after each pair's training; the script prints a table, each evaluated pa
 test log p(x) minus the first evaluated pair's image by image over the test images both
 evaluated (mean +/- se), the ratio of each pair's log p(x) to the published VAE's (1.0
 = equal; below 1 is better, the figures being negative), and its difference from the
-published row of its model and prior (positive is better).
+published row of its model and prior (positive is better). With several pairs it also
+prints their best validation ELBO within the first E epochs for E = 100, 200, ... (equal
+training budgets, from each checkpoint's history) and draws their validation curves to
+``--out/validation_curves.png``.
 
 ``vamp+flow`` runs its flows in the ``"maf"`` direction (:mod:`guides.flows`): the
 VampPrior scores each z under all 500 pseudo-input posteriors, which takes one pass of
@@ -203,6 +206,8 @@ def train_pair(label: str, data, args) -> dict:
         else None,
         "seconds per epoch": sum(saved.history["seconds"]) / max(len(saved.history["seconds"]), 1),
         "peak RSS after training (MB)": round(peak_rss_mb),
+        # the ELBO at beta = 1 after every epoch, warm-up included (fit's validation)
+        "validation ELBO per epoch": [round(v, 4) for v in saved.history["validation_elbo"]],
     }
     if finished or args.evaluate:
         source = best if best is not None else {"model": saved.model, "guide": saved.guide}
@@ -270,6 +275,43 @@ def paired_differences(rows: list[dict]) -> list[tuple[str, str, int, float, flo
         se = (difference.std() / math.sqrt(n)).item() if n > 1 else float("nan")
         out.append((row["pair"], reference, n, difference.mean().item(), se))
     return out
+
+
+def best_by_epoch(rows: list[dict], step: int = 100) -> tuple[list[str], list[tuple]]:
+    """Equal training budgets: ``(pairs, table)`` where each table row is ``(E, best_1,
+    ..., best_P)``, best_p the highest validation ELBO pair p reached in its first E epochs
+    (nats per image), for E = step, 2 step, ... up to the shortest run, and its last epoch
+    where that is not a multiple of ``step``. Pairs without a curve (diverged, or rows
+    written before curves were kept) are left out; fewer than two pairs give no table."""
+    curves = {
+        row["pair"]: row["validation ELBO per epoch"]
+        for row in rows
+        if row.get("validation ELBO per epoch")
+    }
+    if len(curves) < 2:
+        return [], []
+    shortest = min(len(curve) for curve in curves.values())
+    epochs = list(range(step, shortest + 1, step))
+    if not epochs or epochs[-1] != shortest:
+        epochs.append(shortest)
+    table = [(e, *(max(curve[:e]) for curve in curves.values())) for e in epochs]
+    return list(curves), table
+
+
+def plot_validation_curves(rows: list[dict], path: Path, first_epoch: int) -> Path | None:
+    """Each pair's validation ELBO per epoch from ``first_epoch`` on (the warm-up's first
+    epochs sit tens of nats lower and would flatten the rest), as a PNG at ``path``; None
+    where no curve reaches ``first_epoch``."""
+    curves = {
+        row["pair"]: row["validation ELBO per epoch"][first_epoch - 1 :]
+        for row in rows
+        if len(row.get("validation ELBO per epoch") or []) >= first_epoch
+    }
+    if not curves:
+        return None
+    from pyrovae.diagnostics import plots  # matplotlib: only where a figure is drawn
+
+    return plots.save(plots.plot_elbo_curves(curves, first_epoch=first_epoch), path)
 
 
 def child_command(label: str, args: argparse.Namespace) -> list[str]:
@@ -367,6 +409,15 @@ def main(args: argparse.Namespace) -> float:
             f"  {pair} - {reference}, paired over the first {n} test images: "
             f"{mean:+.3f} +/- {se:.3f}"
         )
+    pairs, table = best_by_epoch(rows)
+    if table:
+        print("  best validation ELBO within the first E epochs (equal budgets, nats per image):")
+        print("    " + f"{'E':>5s}" + "".join(f"  {pair:>20s}" for pair in pairs))
+        for epoch, *best in table:
+            print("    " + f"{epoch:5d}" + "".join(f"  {value:20.2f}" for value in best))
+    figure_path = plot_validation_curves(rows, out / "validation_curves.png", first_epoch=50)
+    if figure_path is not None:
+        print(f"  validation curves: {figure_path}")
     print(f"  ratio of the last evaluated pair to the published VAE: {ratio:.4f}")
     diverged = [row["pair"] for row in rows if row.get("diverged")]
     if diverged:

@@ -162,3 +162,36 @@ def test_the_hvae_pair_floors_every_scale_at_the_published_log_variance_of_minus
 )
 def test_each_pair_is_set_against_the_published_row_of_its_model_and_prior(protocol, label, row):
     assert protocol.published_counterpart(label) == row
+
+
+def test_pairs_are_compared_at_equal_epochs_by_the_best_validation_elbo_so_far(protocol):
+    # the best so far, not the value at epoch E: the second pair dips at epoch 3 and 4; the
+    # table ends at the shortest run (5 epochs), a pair without a curve is left out
+    rows = [
+        {
+            "pair": "vamp+diagonal",
+            "validation ELBO per epoch": [-300.0, -250, -240, -235, -230, -1],
+        },
+        {"pair": "vamp+full", "validation ELBO per epoch": [-290.0, -245, -260, -250, -236]},
+        {"pair": "vamp+flow", "diverged": "epoch 2"},
+    ]
+    pairs, table = protocol.best_by_epoch(rows, step=2)
+    assert pairs == ["vamp+diagonal", "vamp+full"]
+    assert table == [(2, -250.0, -245.0), (4, -235.0, -245.0), (5, -230.0, -236.0)]
+    assert protocol.best_by_epoch(rows[:1], step=2) == ([], [])
+
+
+def test_the_validation_curves_are_drawn_from_the_first_epoch_asked_for(protocol, tmp_path):
+    from pyrovae.diagnostics import plots
+
+    rows = [
+        {"pair": "vamp+diagonal", "validation ELBO per epoch": [-300.0, -250.0, -240.0]},
+        {"pair": "vamp+full", "validation ELBO per epoch": [-290.0]},  # shorter than 2
+    ]
+    path = protocol.plot_validation_curves(rows, tmp_path / "curves.png", first_epoch=2)
+    assert path.stat().st_size > 0
+    assert protocol.plot_validation_curves(rows, tmp_path / "none.png", first_epoch=4) is None
+    figure = plots.plot_elbo_curves({"a": [-250.0, -240.0]}, first_epoch=2)
+    (line,) = figure.axes[0].get_lines()
+    assert list(line.get_xdata()) == [2, 3]
+    assert list(line.get_ydata()) == [-250.0, -240.0]

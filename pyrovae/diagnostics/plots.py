@@ -105,13 +105,15 @@ def plot_elpd_differences(ranking: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_elbo_curves(curves: Mapping[str, Sequence[float]]) -> Figure:
-    """Validation ELBO per epoch for each run (nats per data point, higher is better)."""
+def plot_elbo_curves(curves: Mapping[str, Sequence[float]], first_epoch: int = 1) -> Figure:
+    """Validation ELBO per epoch for each run (nats per data point, higher is better); each
+    curve's first value belongs to epoch ``first_epoch``."""
     fig = Figure(figsize=(6.5, 3.6), layout="constrained")
     ax = fig.add_subplot()
     colours = _colours(list(curves))
     for name, values in curves.items():
-        ax.plot(np.arange(1, len(values) + 1), values, color=colours[name], label=name)
+        epochs = np.arange(first_epoch, first_epoch + len(values))
+        ax.plot(epochs, values, color=colours[name], label=name)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation ELBO (nats / point)")
     ax.set_title("Training progress")
