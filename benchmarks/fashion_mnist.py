@@ -99,8 +99,11 @@ LATENT_DIM = 40
 
 def build_pair(label: str, data_dim: int):
     """The model and guide of a pair label ``prior+guide``, or ``hvae:prior+guide`` for the
-    two-layer HVAE (z1 and z2 of 40 each; the guide family on the top layer; as published,
-    q(z1 | x, z2) and p(z1 | z2) have their scales floored at 0.05, a log-variance of -6)."""
+    two-layer HVAE in the published layout (``HVAE_2level.py``): z1 and z2 of 40 each, the
+    guide family on the top layer q(z2 | x); q(z1 | x, z2) and p(x | z1, z2) read each of
+    their two inputs through a gated layer of 300 of its own, then a joint one of 600 ->
+    300; p(z1 | z2) is gated 40 -> 300 -> 300; every scale floored at 0.05 (a
+    log-variance of -6)."""
     hierarchical = label.startswith("hvae:")
     prior, guide_family = label.removeprefix("hvae:").split("+")
     options = {"min_scale": 0.05} if guide_family in ("diagonal", "full", "flow") else {}
@@ -112,10 +115,17 @@ def build_pair(label: str, data_dim: int):
     model_options = {}
     if hierarchical:
         guide = build_hierarchical_guide(
-            data_dim, LATENT_DIM, guide_family, HIDDEN, "gated", bottom_min_scale=0.05, **options
+            data_dim,
+            LATENT_DIM,
+            guide_family,
+            HIDDEN,
+            "gated",
+            bottom_min_scale=0.05,
+            bottom_branches=True,
+            **options,
         )
         build_model = build_hvae
-        model_options["conditional_min_scale"] = 0.05
+        model_options.update(conditional_min_scale=0.05, decoder_branches=True)
     else:
         guide = build_guide(data_dim, LATENT_DIM, guide_family, HIDDEN, "gated", **options)
         build_model = build_vae

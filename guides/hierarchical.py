@@ -1,9 +1,16 @@
 """The guide of the two-layer hierarchical VAE: q(z2 | x) q(z1 | x, z2).
 
 The top layer uses any registered guide family (its head reads the encoder's features of
-x); the bottom layer is a diagonal Normal whose head reads [features of x, z2]. Features
-are expanded over leading sample dimensions of z2, so the guide runs inside the
-estimators' outer sample plates.
+x); the bottom layer is a diagonal Normal over a network of x and z2, in one of two
+layouts:
+
+- shared (the default): one hidden layer of [the top encoder's features of x, z2];
+- branches (``bottom_branches=True``, the published two-level HVAE's q(z1 | x, z2)): x
+  and z2 each through a hidden layer of their own, then a joint one
+  (:class:`~pyrovae.nn.TwoBranchNet`).
+
+Features of x are expanded over leading sample dimensions of z2, so the guide runs
+inside the estimators' outer sample plates.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import torch
 from torch import nn
 
 from pyrovae.naming import unique_name
-from pyrovae.nn import concat_broadcast, mlp
+from pyrovae.nn import TwoBranchNet, concat_broadcast, mlp
 
 from .encoders import MLPEncoder
 from .families import make_head
@@ -40,7 +47,10 @@ class HierarchicalGuide(nn.Module):
         with pyro.plate("data", x.shape[0], device=x.device):
             features = self.encoder(x)
             z2 = pyro.sample("z2", self.head(features))
-            hidden = self.bottom_net(concat_broadcast(features, z2))
+            if isinstance(self.bottom_net, TwoBranchNet):  # its own branch of x
+                hidden = self.bottom_net.combine(x, z2)
+            else:
+                hidden = self.bottom_net(concat_broadcast(features, z2))
             pyro.sample("z1", self.bottom_head(hidden))
 
     guide = forward
@@ -60,16 +70,22 @@ def build_hierarchical_guide(
     *,
     bottom_dim: int = 0,
     bottom_min_scale: float = 1e-3,
+    bottom_branches: bool = False,
     **family_options,
 ) -> HierarchicalGuide:
     """Encoder ``D -> hidden...``; the top head is the registered ``family`` (size
-    ``latent_dim``), the bottom a diagonal Normal (size ``bottom_dim`` or ``latent_dim``)
-    over an MLP of ``[features, z2]``, its scales floored at ``bottom_min_scale`` (the
-    published HVAE floors every log-variance at -6, a scale of 0.05)."""
+    ``latent_dim``), the bottom a diagonal Normal (size ``bottom_dim`` or ``latent_dim``),
+    its scales floored at ``bottom_min_scale`` (the published HVAE floors every
+    log-variance at -6, a scale of 0.05), over one hidden layer of ``[features, z2]``, or
+    with ``bottom_branches`` over x and z2 in branches of their own joined by a hidden
+    layer (the published layout: 784 -> 300 and 40 -> 300, then 600 -> 300)."""
     encoder = MLPEncoder(data_dim, hidden, activation)
     width = encoder.out_features
     d1 = bottom_dim or latent_dim
     top = make_head(family, width, latent_dim, **family_options)
-    bottom_net = mlp(width + latent_dim, [width], None, activation)
+    if bottom_branches:
+        bottom_net = TwoBranchNet(data_dim, latent_dim, width, [width], None, activation)
+    else:
+        bottom_net = mlp(width + latent_dim, [width], None, activation)
     bottom = make_head("diagonal", width, d1, min_scale=bottom_min_scale)
     return HierarchicalGuide(encoder, top, bottom_net, bottom, name)

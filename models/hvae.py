@@ -24,7 +24,7 @@ from torch.nn.functional import softplus
 
 from pyrovae.errors import PyrovaeError
 from pyrovae.naming import unique_name
-from pyrovae.nn import mlp
+from pyrovae.nn import TwoBranchNet, mlp
 
 from .likelihoods import make_likelihood
 from .priors import make_prior
@@ -99,18 +99,28 @@ def build_hvae(
     prior_options: dict | None = None,
     posterior: Callable | None = None,
     conditional_min_scale: float = 1e-3,
+    decoder_branches: bool = False,
 ) -> HierarchicalVAE:
     """A two-layer VAE: z2 of size ``latent_dim`` (the registered ``prior``), z1 of size
     ``bottom_dim`` (``latent_dim`` when 0), MLPs of widths ``hidden`` for p(z1 | z2) and
     the decoder. ``posterior`` is the guide's top posterior map q(z2 | x) (for "vamp").
-    ``conditional_min_scale`` floors p(z1 | z2)'s scales (the published HVAE: 0.05)."""
+    ``conditional_min_scale`` floors p(z1 | z2)'s scales (the published HVAE: 0.05).
+    The decoder reads ``[z1, z2]`` through its first hidden layer, or with
+    ``decoder_branches`` through a branch each of that width, joined by the rest (the
+    published layout: 40 -> 300 twice, then 600 -> 300 -> D)."""
     d2 = latent_dim
     d1 = bottom_dim or latent_dim
-    decoder = mlp(d1 + d2, list(reversed(hidden)), data_dim, activation)
+    widths = list(reversed(hidden))
+    if decoder_branches:
+        if not widths:
+            raise PyrovaeError("decoder_branches needs at least one hidden layer (hidden=())")
+        decoder = TwoBranchNet(d1, d2, widths[0], widths[1:], data_dim, activation)
+    else:
+        decoder = mlp(d1 + d2, widths, data_dim, activation)
     return HierarchicalVAE(
         decoder,
         make_prior(prior, d2, data_dim=data_dim, posterior=posterior, **(prior_options or {})),
-        ConditionalNormal(d2, d1, list(reversed(hidden)), activation, conditional_min_scale),
+        ConditionalNormal(d2, d1, widths, activation, conditional_min_scale),
         make_likelihood(likelihood, data_dim),
         data_dim,
         name,

@@ -72,3 +72,40 @@ def concat_broadcast(*tensors: torch.Tensor) -> torch.Tensor:
     ``(B, F)`` with ``one_hot(y)`` of an enumerated y ``(K, 1, C)`` give ``(K, B, F + C)``."""
     batch = torch.broadcast_shapes(*(t.shape[:-1] for t in tensors))
     return torch.cat([t.expand(*batch, t.shape[-1]) for t in tensors], -1)
+
+
+class TwoBranchNet(nn.Module):
+    """``f(a, b) = joint([branch_a(a), branch_b(b)])``: each input through its own hidden
+    layer of ``branch_width`` units, the two feature vectors concatenated (``2 x
+    branch_width``) and through the ``joint`` network ``joint_hidden... -> out``. The
+    layout of the published two-level HVAE's q(z1 | x, z2) and p(x | z1, z2) (Tomczak &
+    Welling 2018, ``HVAE_2level.py``: a gated layer of 300 per input, then one of 600 ->
+    300). Leading dimensions are broadcast after the branches, so an input without the
+    sample dimensions of the other (x beside draws of z2) runs its branch once.
+
+    Called with one tensor ``v = [a, b]`` (``first_features`` entries of a, then b along
+    the last axis) it splits it: a drop-in decoder of ``[z1, z2]``.
+    """
+
+    def __init__(
+        self,
+        first_features: int,
+        second_features: int,
+        branch_width: int,
+        joint_hidden: Sequence[int],
+        out_features: int | None,
+        activation: str = "relu",
+    ):
+        super().__init__()
+        self.first_features = first_features
+        self.first_branch = mlp(first_features, [branch_width], None, activation)
+        self.second_branch = mlp(second_features, [branch_width], None, activation)
+        self.joint = mlp(2 * branch_width, joint_hidden, out_features, activation)
+
+    def combine(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """``joint([branch_a(first), branch_b(second)])``, leading dimensions broadcast."""
+        return self.joint(concat_broadcast(self.first_branch(first), self.second_branch(second)))
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        first, second = v.split([self.first_features, v.shape[-1] - self.first_features], -1)
+        return self.combine(first, second)

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torch import nn
 
 from pyrovae.errors import TrainingDiverged
 
@@ -143,7 +144,7 @@ def test_the_hvae_pair_floors_every_scale_at_the_published_log_variance_of_minus
         features = guide.encoder(x)
         top = guide.head(features)
         z2 = top.sample()
-        bottom = guide.bottom_head(guide.bottom_net(torch.cat([features, z2], -1)))
+        bottom = guide.bottom_head(guide.bottom_net.combine(x, z2))
         prior_z1 = model.conditional(z2)
     for layer in (top, bottom, prior_z1):
         assert layer.base_dist.scale.min().item() == pytest.approx(0.05, rel=1e-5)
@@ -195,3 +196,38 @@ def test_the_validation_curves_are_drawn_from_the_first_epoch_asked_for(protocol
     (line,) = figure.axes[0].get_lines()
     assert list(line.get_xdata()) == [2, 3]
     assert list(line.get_ydata()) == [-250.0, -240.0]
+
+
+def _linear_shapes(module):
+    return [tuple(m.weight.shape[::-1]) for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def test_the_hvae_pair_has_the_published_networks_layer_by_layer(protocol):
+    """HVAE_2level.py (Tomczak & Welling): q(z1 | x, z2) reads x and z2 through a gated
+    layer of 300 each, then 600 -> 300; p(x | z1, z2) likewise from z1 and z2; p(z1 | z2)
+    is gated 40 -> 300 -> 300. A gated layer is two linear maps (value and gate); a
+    diagonal head one map to mean and scale (the published code: two, of 40 each)."""
+    model, guide = protocol.build_pair("hvae:vamp+diagonal", 784)
+    gated = lambda i, o: [(i, o), (i, o)]  # noqa: E731
+    assert _linear_shapes(guide.encoder) == gated(784, 300) + gated(300, 300)
+    assert _linear_shapes(guide.head) == [(300, 80)]
+    assert _linear_shapes(guide.bottom_net) == gated(784, 300) + gated(40, 300) + gated(600, 300)
+    assert _linear_shapes(guide.bottom_head) == [(300, 80)]
+    assert _linear_shapes(model.conditional) == gated(40, 300) + gated(300, 300) + [(300, 80)]
+    assert _linear_shapes(model.decoder) == (
+        gated(40, 300) + gated(40, 300) + gated(600, 300) + [(300, 784)]
+    )
+    # the published parameter count, pseudo-inputs aside
+    published = {
+        "q(z2|x)": 2 * (784 * 300 + 300) + 2 * (300 * 300 + 300) + 2 * (300 * 40 + 40),
+        "q(z1|x,z2)": 2 * (784 * 300 + 300)
+        + 2 * (40 * 300 + 300)
+        + 2 * (600 * 300 + 300)
+        + 2 * (300 * 40 + 40),
+        "p(z1|z2)": 2 * (40 * 300 + 300) + 2 * (300 * 300 + 300) + 2 * (300 * 40 + 40),
+        "p(x|z1,z2)": 2 * 2 * (40 * 300 + 300) + 2 * (600 * 300 + 300) + 300 * 784 + 784,
+    }
+    ours = sum(p.numel() for p in guide.parameters()) + sum(
+        p.numel() for name, p in model.named_parameters() if not name.startswith("prior.")
+    )
+    assert ours == sum(published.values())

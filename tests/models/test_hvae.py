@@ -3,6 +3,7 @@ and by its own site names, with any registered prior on the top layer."""
 
 import pyro
 import pytest
+import torch
 
 from guides import build_hierarchical_guide
 from models import build_hvae
@@ -87,3 +88,44 @@ def test_mean_field_elbo_is_unbiased_when_the_guide_follows_the_models_order(tra
 def test_a_negative_floor_on_the_conditional_scale_is_refused():
     with pytest.raises(ValueError, match="min_scale of p\\(z1 \\| z2\\) must be >= 0, got -1"):
         build_hvae(64, 3, (16,), conditional_min_scale=-1.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_published_layout_trains_recorded_and_is_evaluated(digits, device):
+    """q(z1 | x, z2) with its own branch of x, p(x | z1, z2) with a branch per layer: the
+    pair trains from its recorded loss and runs inside the estimators' sample plates."""
+    data = digits.to(device)
+    pyro.set_rng_seed(0)
+    hidden = (32, 32)
+    guide = build_hierarchical_guide(
+        64, 3, "diagonal", hidden, "gated", bottom_dim=4, bottom_branches=True
+    )
+    model = build_hvae(
+        64,
+        3,
+        hidden,
+        "vamp",
+        activation="gated",
+        posterior=guide.posterior,
+        bottom_dim=4,
+        decoder_branches=True,
+        prior_options={"num_pseudo_inputs": 10},
+    )
+    assert guide.bottom_net.first_branch[0].linear.in_features == 64  # x itself
+    assert guide.bottom_net.second_branch[0].linear.in_features == 3  # z2
+    assert model.decoder.first_branch[0].linear.in_features == 4  # z1
+    assert model.decoder.second_branch[0].linear.in_features == 3  # z2
+    history = fit(model, guide, data, epochs=4, learning_rate=3e-3, progress=False, device=device)
+    assert history.replayed_steps > 0
+    assert history.validation_elbo[-1] > history.validation_elbo[0]
+    x = data.test[:30]
+    log_px = evaluate.log_likelihood(model, guide, x, 100)
+    elbo = evaluate.elbo(model, guide, x, 10)
+    assert log_px.shape == elbo.shape == (30,)
+    assert torch.isfinite(log_px).all()
+    assert (log_px.mean() > elbo.mean()).item()
+
+
+def test_a_branched_decoder_needs_a_hidden_layer():
+    with pytest.raises(ValueError, match="decoder_branches needs at least one hidden layer"):
+        build_hvae(64, 3, (), decoder_branches=True)
