@@ -20,8 +20,11 @@ state capture and checks), the first epoch left out (it records the loss); the r
 time E - 1 epochs each.
 
 Without Debian's dataset-fashion-mnist it uses random gray images of the same shape.
+``--features 16 --hidden 8`` (random data) leaves almost no arithmetic: what is timed is
+then the Python work per step and per epoch, which on a GPU is most of a short epoch.
 
     python benchmarks/fit_epoch.py [--batch-size 1024] [--device cuda] [--rounds 5]
+    python benchmarks/fit_epoch.py --features 16 --hidden 8 --latent-dim 2 --batch-size 1024
 """
 
 from __future__ import annotations
@@ -49,14 +52,14 @@ from common import (  # noqa: E402
 )
 
 
-def load_splits(train_size: int, validation_size: int):
-    if (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+def load_splits(train_size: int, validation_size: int, features: int = 784):
+    if features == 784 and (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
         data = load_dataset("fashion-mnist")
         train, validation, source = data.train, data.validation, "Fashion-MNIST"
     else:
         generator = torch.Generator().manual_seed(0)
-        train = torch.rand(50_000, 784, generator=generator)
-        validation = torch.rand(10_000, 784, generator=generator)
+        train = torch.rand(50_000, features, generator=generator)
+        validation = torch.rand(10_000, features, generator=generator)
         source = "random"
     splits = make_splits("bench", train[:train_size], validation[:validation_size], None)
     return splits, source
@@ -94,11 +97,11 @@ def timed(function, device: str) -> float:
 def main(args: argparse.Namespace) -> float:
     torch.set_num_threads(args.threads)
     pyro.set_rng_seed(args.seed)
-    splits, source = load_splits(args.train_size, args.validation_size)
+    splits, source = load_splits(args.train_size, args.validation_size, args.features)
     splits = splits.to(args.device)
-    hidden = (300, 300)
-    model = build_vae(784, args.latent_dim, hidden, activation="gated").to(args.device)
-    guide = build_guide(784, args.latent_dim, "diagonal", hidden, "gated").to(args.device)
+    hidden, features = tuple(args.hidden), args.features
+    model = build_vae(features, args.latent_dim, hidden, activation="gated").to(args.device)
+    guide = build_guide(features, args.latent_dim, "diagonal", hidden, "gated").to(args.device)
     references = hand_written_references(ReferenceEpoch, model, guide, args.lr)
     config = dict(
         objective="TraceMeanField_ELBO",
@@ -137,7 +140,8 @@ def main(args: argparse.Namespace) -> float:
             per_epoch[name].append(statistics.mean(times))
     median = {name: statistics.median(values) for name, values in per_epoch.items()}
     print(
-        f"fit epoch: gated 784-300-300, z = {args.latent_dim}, batch {args.batch_size}, "
+        f"fit epoch: gated {'-'.join(map(str, (features, *hidden)))}, z = {args.latent_dim}, "
+        f"batch {args.batch_size}, "
         f"{splits.train.shape[0]} training + {splits.validation.shape[0]} validation "
         f"{source} images, device {args.device}, torch threads {torch.get_num_threads()}, "
         f"{args.rounds} interleaved rounds"
@@ -158,6 +162,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--batch-size", type=int, default=100, help="minibatch size")
     parser.add_argument("--latent-dim", type=int, default=40, help="d")
+    parser.add_argument(
+        "--features",
+        type=int,
+        default=784,
+        help="data dimension (not 784: random images); small --features and --hidden leave "
+        "little arithmetic, so the epoch measures Python work per step and per epoch, the "
+        "cost that dominates short epochs on a GPU",
+    )
+    parser.add_argument(
+        "--hidden", type=int, nargs="+", default=[300, 300], help="gated hidden layer widths"
+    )
     parser.add_argument("--lr", type=float, default=5e-4, help="Adam learning rate")
     parser.add_argument("--train-size", type=int, default=10_000, help="training images")
     parser.add_argument("--validation-size", type=int, default=2_000, help="validation images")

@@ -34,7 +34,6 @@ with ``pyro.module``/``pyro.param`` (cheaper than ``pyro.optim`` and checkpointa
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import os
@@ -62,6 +61,7 @@ from pyrovae.time_limit import check_time_limit, next_unit_ends_late
 
 from .checkpoint import (
     Checkpoint,
+    clone_state,
     config_differences,
     load_module_state,
     module_state,
@@ -294,7 +294,7 @@ def _capture(model, guide, step: SVIStep, optimizer: bool = True) -> dict:
         "params": [p.detach().clone() for p in step.params],
     }
     if optimizer:
-        state["optimizer"] = copy.deepcopy(step.optimizer.state_dict())
+        state["optimizer"] = clone_state(step.optimizer.state_dict())
     return state
 
 

@@ -5,6 +5,7 @@ keys gave KeyError: 'model'; a checkpoint from lr=0.1 resumed with lr=1e-3 kept 
 the history said 1e-3; a full-covariance checkpoint loaded into a diagonal guide at d=1;
 a shape mismatch surfaced as torch's raw RuntimeError."""
 
+import copy
 import hashlib
 import io
 import pickle
@@ -188,3 +189,48 @@ def test_resume_on_other_data_is_refused(checkpoint, digits):
     fewer = DataSplits("digits", digits.train[10:], digits.validation, digits.test, digits.binarize)
     with pytest.raises(PyrovaeError, match="data.train_rows: 1347 in the checkpoint, 1337 now"):
         fit(model, guide, fewer, epochs=2, progress=False, resume=checkpoint)
+
+
+def test_a_cloned_state_equals_a_deep_copy_and_shares_no_memory():
+    """fit keeps this copy of the pair and of Adam's state to undo a failed epoch."""
+    from pyrovae.train.checkpoint import clone_state
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    optimizer = torch.optim.Adam(net.parameters())
+    net(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    for state, count in ((net.state_dict(), 7), (optimizer.state_dict(), 12)):
+        cloned, deep = clone_state(state), copy.deepcopy(state)
+        assert len(_tensors(cloned)) == count  # weight, bias, BatchNorm's 5 / Adam's 4 x 3
+        assert type(cloned) is type(deep)
+        assert repr(_flatten(cloned)) == repr(_flatten(deep))  # structure and plain values
+        for a, b, original in zip(_tensors(cloned), _tensors(deep), _tensors(state), strict=True):
+            assert torch.equal(a, b) and a.dtype == b.dtype
+            assert a.untyped_storage().data_ptr() != original.untyped_storage().data_ptr()
+    cloned = clone_state(net.state_dict())
+    assert cloned._metadata == net.state_dict()._metadata  # BatchNorm's version, kept
+    with torch.no_grad():
+        net[0].weight.add_(1.0)
+    assert not torch.equal(cloned["0.weight"], net[0].weight)
+    net.load_state_dict(cloned)  # and it loads back
+    assert torch.equal(cloned["0.weight"], net[0].weight)
+
+
+def _flatten(state):
+    if torch.is_tensor(state):
+        return ("tensor", tuple(state.shape))
+    if isinstance(state, dict):
+        return {key: _flatten(value) for key, value in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_flatten(value) for value in state]
+    return state
+
+
+def _tensors(state):
+    if torch.is_tensor(state):
+        return [state]
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in _tensors(value)]
+    if isinstance(state, (list, tuple)):
+        return [t for value in state for t in _tensors(value)]
+    return []
