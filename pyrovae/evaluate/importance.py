@@ -90,14 +90,6 @@ def site_log_prob(trace, name: str, shape: tuple[int, ...]) -> torch.Tensor:
     return log_prob
 
 
-def _site_sum(trace, names: list[str], shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-    """Sum of the named sites' log densities, each required to be ``(S, B)``."""
-    total = like.new_zeros(shape)
-    for name in names:
-        total = total + site_log_prob(trace, name, shape)
-    return total
-
-
 def site_log_probs(
     model: Callable, guide: Callable, x: torch.Tensor, num_samples: int
 ) -> SiteLogProbs:
@@ -115,11 +107,14 @@ def site_log_probs(
     missing = set(model_latents) - set(guide_latents)
     if missing:
         raise PyrovaeError(f"model latent sites {sorted(missing)} have no guide site")
-    prior_sites = {n: site_log_prob(model_trace, n, shape) for n in model_latents}
+    # each site's density once: a VampPrior's is a mixture over hundreds of components,
+    # as costly per draw as the decoder under a full-covariance guide
+    model_log_probs = {n: site_log_prob(model_trace, n, shape) for n in model_sites}
+    prior_sites = {n: model_log_probs[n] for n in model_latents}
     guide_sites = {n: site_log_prob(guide_trace, n, shape) for n in guide_latents}
     log_prior = sum(prior_sites.values(), x.new_zeros(shape))
     return SiteLogProbs(
-        log_joint=_site_sum(model_trace, model_sites, shape, x),
+        log_joint=sum(model_log_probs.values(), x.new_zeros(shape)),
         log_prior=log_prior,
         log_guide=sum(guide_sites.values(), x.new_zeros(shape)),
         latents={n: guide_trace.nodes[n]["value"] for n in guide_latents},

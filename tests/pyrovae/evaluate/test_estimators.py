@@ -189,3 +189,34 @@ def test_active_units_count_exactly_the_units_that_follow_x(digits):
     assert result["active"] == 2
     variances = torch.as_tensor(result["variances"])
     assert variances[2:].abs().max() < 1e-6 and (variances[:2] > 0.01).all()
+
+
+def test_each_site_density_is_computed_once_per_chunk(monkeypatch):
+    """A VampPrior's log density (a mixture over its pseudo-inputs' posteriors) costs as
+    much per draw as the decoder under a full-covariance guide; it was computed twice per
+    chunk, once for log p(z) and once for log p(x, z)."""
+    from pyrovae.distributions.mixture import SharedComponentMixture
+    from pyrovae.evaluate.importance import site_log_probs
+
+    pyro.set_rng_seed(0)
+    guide = build_guide(64, 3, "full", (16,))
+    model = build_vae(
+        64, 3, (16,), "vamp", posterior=guide.posterior, prior_options={"num_pseudo_inputs": 8}
+    )
+    x = torch.bernoulli(torch.rand(5, 64))
+    calls = []
+    real = SharedComponentMixture.log_prob
+    monkeypatch.setattr(
+        SharedComponentMixture, "log_prob", lambda self, v: calls.append(1) or real(self, v)
+    )
+    with torch.no_grad():
+        parts = site_log_probs(model, guide, x, 7)
+    assert len(calls) == 1
+    likelihood = parts.log_joint - parts.prior_sites["z"]
+    assert parts.log_prior.shape == likelihood.shape == (7, 5)
+    # log p(x, z) = log p(z) + log p(x | z), the latter from the decoder by hand
+    logits = model.decoder(parts.latents["z"])
+    by_hand = -torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, x.expand(7, 5, 64), reduction="none"
+    ).sum(-1)
+    torch.testing.assert_close(likelihood, by_hand.detach())
