@@ -224,7 +224,13 @@ def kl_decomposition(
                 "marginals q(z|x) and p(z) have no closed form; use the joint figures"
             )
         else:
-            site_agg = aggregate_log_density(guide, x, {name: flat[name]}).reshape(shape)
+            # one site: its aggregate density is the joint one just computed (N^2 S
+            # evaluations of log q, the cost of this function)
+            site_agg = (
+                log_agg
+                if names == [name]
+                else aggregate_log_density(guide, x, {name: flat[name]}).reshape(shape)
+            )
             site_marginal = (site_agg - parts.prior_sites[name]).mean().item()
             entry.update(marginal_kl=site_marginal, mutual_info=entry["avg_kl"] - site_marginal)
         sites[name] = entry

@@ -220,3 +220,23 @@ def test_each_site_density_is_computed_once_per_chunk(monkeypatch):
         logits, x.expand(7, 5, 64), reduction="none"
     ).sum(-1)
     torch.testing.assert_close(likelihood, by_hand.detach())
+
+
+def test_a_single_sites_aggregate_density_is_computed_once(ppca, ppca_x, monkeypatch):
+    """kl_decomposition's cost is N^2 S evaluations of log q for the aggregate posterior;
+    with one latent site the per-site figures reuse the joint ones instead of paying it
+    twice, and equal them."""
+    import pyrovae.evaluate.estimators as estimators
+
+    calls = []
+    real = estimators.aggregate_log_density
+    monkeypatch.setattr(
+        estimators,
+        "aggregate_log_density",
+        lambda *args, **kwargs: calls.append(1) or real(*args, **kwargs),
+    )
+    parts = kl_decomposition(ppca.model, ppca.diagonal_guide, ppca_x, num_samples=20)
+    assert len(calls) == 1
+    (site,) = parts.sites.values()
+    assert site["marginal_kl"] == parts.marginal_kl
+    assert site["mutual_info"] == pytest.approx(parts.mutual_info, abs=1e-9)
