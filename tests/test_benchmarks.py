@@ -22,6 +22,7 @@ CHEAP_RUNS = {
     "iwae_eval.py": ["--num-samples", "30", "--images", "10", "--rounds", "1"],
     "fit_epoch.py": [
         *("--rounds", "1", "--epochs", "2", "--train-size", "200", "--validation-size", "100"),
+        *("--features", "16", "--hidden", "8", "8", "--latent-dim", "2"),  # the host-bound setup
     ],
     "guide_families.py": [*TINY, "--hidden", "32", "--latent-dim", "4"],
     "vamp_prior.py": [
@@ -33,6 +34,9 @@ CHEAP_RUNS = {
     ],
     "vmf_sampler.py": [*TINY, "--dims", "3", "--batch-size", "8", "--kl-batch", "8"],
 }
+
+# what a cheap run must print besides its ratio: the networks its flags asked for
+PRINTED = {"fit_epoch.py": "fit epoch: gated 16-8-8, z = 2"}
 
 
 def test_every_benchmark_is_listed():
@@ -54,6 +58,7 @@ def test_benchmark_runs_and_prints_a_ratio(script, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "ratio" in result.stdout
+    assert PRINTED.get(script, "ratio") in result.stdout
 
 
 def test_gpu_checks_runs_existing_benchmarks_with_flags_they_take():
