@@ -15,8 +15,9 @@ a pair has finished (early stop or 2,000 epochs), or with ``--evaluate``, its te
 is estimated with its best-validation parameters, in blocks of 100 images saved as they are
 done (:func:`pyrovae.evaluate.resumable_log_likelihood`), so an interrupted evaluation
 continues where it stopped on the next invocation. Results go to ``--out/results.json``
-with the epochs done next to the published rows, and the peak resident memory of the
-process after each pair's training; the script prints a table, each evaluated pair's
+with the epochs done next to the published rows, and the peak resident memory of each
+pair's training (measured in the call that trained it and carried over by calls that only
+report or evaluate); the script prints a table, each evaluated pair's
 test log p(x) minus the first evaluated pair's image by image over the test images both
 evaluated (mean +/- se), the ratio of each pair's log p(x) to the published VAE's (1.0
 = equal; below 1 is better, the figures being negative), and its difference from the
@@ -148,6 +149,45 @@ def pair_folder(label: str, args: argparse.Namespace) -> Path:
     return Path(args.out) / label.replace(":", "-")
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident set afresh (Linux: writing 5 to
+    ``/proc/self/clear_refs`` resets VmHWM), so that a pair trained after another in the
+    same call is not charged with the other's peak. Where that is refused the peak stays
+    the process's lifetime one: an upper bound."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set since :func:`reset_peak_rss` (MB): VmHWM from
+    ``/proc/self/status``, or getrusage's lifetime peak where ``/proc`` is missing."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+TRAINING_RSS = "peak RSS while training (MB)"
+
+
+def training_peak_rss(trained_now: bool, folder: Path) -> int | None:
+    """The peak resident memory of the pair's training (MB): measured now where this call
+    trained it, else the figure its last training call wrote to ``row.json``; None where
+    no call has measured it (rows written before this key existed recorded the process's
+    peak even in calls that trained nothing: those figures are not carried over)."""
+    if trained_now:
+        return round(peak_rss_mb())
+    previous = folder / "row.json"
+    if previous.exists():
+        return json.loads(previous.read_text()).get(TRAINING_RSS)
+    return None
+
+
 def _stopped_early(saved) -> bool:
     """Whether the checkpointed run has stopped early; from its early-stopping monitor too,
     since checkpoints written before the loop recorded the stop say it is still running."""
@@ -185,7 +225,9 @@ def train_pair(label: str, data, args) -> dict:
         saved = load_checkpoint(checkpoint)
         done, stopped = saved.epoch, _stopped_early(saved)
     finished = stopped or done >= MAX_EPOCHS
-    if not finished and args.epoch_budget > 0:
+    trained_now = not finished and args.epoch_budget > 0
+    if trained_now:
+        reset_peak_rss()
         target = min(done + args.epoch_budget, MAX_EPOCHS)
         history = fit(
             model,
@@ -201,7 +243,7 @@ def train_pair(label: str, data, args) -> dict:
         )
         done, stopped = history.epoch[-1], history.stopped_early
         finished = stopped or done >= MAX_EPOCHS
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    training_rss = training_peak_rss(trained_now, folder)
     saved = load_checkpoint(checkpoint)
     best = saved.monitors["early_stopping"]["best_state"]
     row = {
@@ -215,7 +257,7 @@ def train_pair(label: str, data, args) -> dict:
         if saved.monitors["early_stopping"]["best_epoch"] is not None
         else None,
         "seconds per epoch": sum(saved.history["seconds"]) / max(len(saved.history["seconds"]), 1),
-        "peak RSS after training (MB)": round(peak_rss_mb),
+        TRAINING_RSS: training_rss,
         # the ELBO at beta = 1 after every epoch, warm-up included (fit's validation)
         "validation ELBO per epoch": [round(v, 4) for v in saved.history["validation_elbo"]],
     }
@@ -399,9 +441,11 @@ def main(args: argparse.Namespace) -> float:
             f"({'finished' if row['finished'] else 'in progress'}), "
             f"validation ELBO {row['validation ELBO']:.2f}{best}, test log p(x) {shown}"
         )
+        rss = row.get(TRAINING_RSS)
+        rss = f"{rss} MB" if rss is not None else "not measured (no training call recorded it)"
         print(
-            f"    {row['seconds per epoch']:.1f} s per training epoch; peak RSS after "
-            f"training {row['peak RSS after training (MB)']} MB"
+            f"    {row['seconds per epoch']:.1f} s per training epoch; peak RSS while "
+            f"training {rss}"
         )
         if "largest condition number of L" in row:
             print(f"    largest condition number of L: {row['largest condition number of L']:.3g}")

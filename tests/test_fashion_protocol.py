@@ -3,6 +3,7 @@ reported in its row and the exit status, and the other pairs still train and pri
 
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +34,7 @@ def _finished_row(label):
         "validation ELBO": -250.0,
         "best validation ELBO": None,
         "seconds per epoch": 1.0,
-        "peak RSS after training (MB)": 100,
+        "peak RSS while training (MB)": 100,
     }
 
 
@@ -231,3 +232,29 @@ def test_the_hvae_pair_has_the_published_networks_layer_by_layer(protocol):
         p.numel() for name, p in model.named_parameters() if not name.startswith("prior.")
     )
     assert ours == sum(published.values())
+
+
+def test_a_row_reports_the_peak_memory_of_training_never_of_a_call_that_only_reports(
+    protocol, tmp_path
+):
+    """A call that trains nothing (``--epoch-budget 0``, or a finished pair) used to write
+    the process's own peak as "peak RSS after training": 744 MB for a run whose training
+    had peaked elsewhere, and the same figure for every pair reported in one call."""
+    folder = tmp_path / "vamp+full"
+    folder.mkdir()
+    assert protocol.training_peak_rss(False, folder) is None  # nothing measured yet
+    (folder / "row.json").write_text(json.dumps({"peak RSS after training (MB)": 744}))
+    assert protocol.training_peak_rss(False, folder) is None  # the old key is not trusted
+    (folder / "row.json").write_text(json.dumps({protocol.TRAINING_RSS: 321}))
+    assert protocol.training_peak_rss(False, folder) == 321  # carried from its training
+    measured = protocol.training_peak_rss(True, folder)
+    assert measured == round(protocol.peak_rss_mb()) and measured > 50
+
+
+def test_each_pair_trained_in_one_call_has_its_own_peak_memory(protocol):
+    if not os.access("/proc/self/clear_refs", os.W_OK):
+        pytest.skip("this system cannot reset a process's peak resident set")
+    torch.ones(300 * 2**20 // 4).add_(1)  # about 300 MB resident, then freed
+    before = protocol.peak_rss_mb()
+    protocol.reset_peak_rss()
+    assert protocol.peak_rss_mb() < before - 200
