@@ -4,10 +4,14 @@ Protocol (Tomczak & Welling, "VAE with a VampPrior", AISTATS 2018): 50,000 / 10,
 10,000 images, dynamic binarization, z = 40, gated dense encoder and decoder 2 x 300,
 Adam lr 5e-4, batch 100, KL warm-up over 100 epochs, early stopping after 50 epochs
 without a better validation ELBO, at most 2,000 epochs, test log p(x) by importance
-sampling with S = 5,000. The guide's scale is floored at 0.05 (their log-variance floor
-of -6); VampPrior with 500 pseudo-inputs. Published Fashion-MNIST test log p(x) on that
-protocol (Norouzi et al., "Exemplar VAE", NeurIPS 2020, its density-estimation table):
-VAE -228.70, VampPrior -227.35, HVAE + VampPrior -226.72 (nats per image).
+sampling with S = 5,000. Every Gaussian scale, of the guide and of the HVAE's p(z1 | z2),
+is kept in [0.05, e] (their log-variance in [-6, 2]) and every Bernoulli mean in [1e-5,
+1 - 1e-5] (their ``log_Bernoulli``'s clamp): ``--bounds published``, the default.
+``--bounds floor`` is the setting our first rows were trained with (README): the guide's
+scale floored at 0.05 and nothing else bounded. VampPrior with 500 pseudo-inputs.
+Published Fashion-MNIST test log p(x) on that protocol (Norouzi et al., "Exemplar VAE",
+NeurIPS 2020, its density-estimation table): VAE -228.70, VampPrior -227.35, HVAE +
+VampPrior -226.72 (nats per image).
 
 Each pair trains in ``--out/<prior>+<guide>/`` and resumes from its own checkpoint, at most
 ``--epoch-budget`` more epochs per invocation, so a long run can be continued later. When
@@ -62,7 +66,7 @@ from pathlib import Path
 import pyro
 import torch
 
-from guides import build_guide, build_hierarchical_guide
+from guides import build_guide, build_hierarchical_guide, family_options
 from models import build_hvae, build_vae
 from pyrovae import evaluate, fit, load_dataset
 from pyrovae.errors import TrainingDiverged
@@ -91,29 +95,59 @@ PROTOCOL = dict(
     warmup_epochs=100,
     patience=50,
     progress=False,
+    # a loss spike that fit's divergence guard catches (an epoch's loss above 10 times its
+    # scale; the published code has no guard and takes the step) rolls the epoch back and
+    # halves the learning rate rather than ending the run; each rollback is in the row
+    on_nan="rollback",
 )
+# the published code's bounds (VampPrior repository: Hardtanh(-6, 2) on every
+# log-variance, log_Bernoulli's clamp of the mean); "floor" keeps only the guide's floor
+BOUNDS = ("published", "floor")
+MIN_SCALE = 0.05  # exp(-6 / 2) = 0.0498
+MAX_SCALE = math.e  # exp(2 / 2)
+MIN_PROBABILITY = 1e-5
 MAX_EPOCHS = 2000
 DIVERGED_EXIT = 3  # a --row-only child whose pair diverged (its row.json says how)
 HIDDEN = (300, 300)
 LATENT_DIM = 40
 
 
-def build_pair(label: str, data_dim: int):
+def guide_scale_options(family: str, bounds: str) -> dict:
+    """The guide family's scale options under ``bounds``: ``"published"`` keeps every
+    scale it has in [0.05, e]; ``"floor"`` floors the diagonal, full and flow families'
+    at 0.05 and sets nothing else (the setting of the rows trained before the ceiling)."""
+    if bounds not in BOUNDS:
+        raise ValueError(f"bounds must be one of {BOUNDS}, got {bounds!r}")
+    names = {option.name for option in family_options(family)}
+    if bounds == "floor":
+        return {"min_scale": MIN_SCALE} if family in ("diagonal", "full", "flow") else {}
+    options = {"min_scale": MIN_SCALE} if "min_scale" in names else {}
+    if "max_scale" in names:
+        options["max_scale"] = MAX_SCALE
+    return options
+
+
+def build_pair(label: str, data_dim: int, bounds: str = "published"):
     """The model and guide of a pair label ``prior+guide``, or ``hvae:prior+guide`` for the
     two-layer HVAE in the published layout (``HVAE_2level.py``): z1 and z2 of 40 each, the
     guide family on the top layer q(z2 | x); q(z1 | x, z2) and p(x | z1, z2) read each of
     their two inputs through a gated layer of 300 of its own, then a joint one of 600 ->
-    300; p(z1 | z2) is gated 40 -> 300 -> 300; every scale floored at 0.05 (a
-    log-variance of -6)."""
+    300; p(z1 | z2) is gated 40 -> 300 -> 300. Under ``bounds="published"`` every scale is
+    in [0.05, e] (a log-variance in [-6, 2]) and every Bernoulli mean in [1e-5, 1 - 1e-5];
+    under ``"floor"`` the scales are floored at 0.05 and nothing else is bounded."""
     hierarchical = label.startswith("hvae:")
     prior, guide_family = label.removeprefix("hvae:").split("+")
-    options = {"min_scale": 0.05} if guide_family in ("diagonal", "full", "flow") else {}
+    options = guide_scale_options(guide_family, bounds)
+    published = bounds == "published"
+    max_scale = MAX_SCALE if published else math.inf
     if guide_family == "flow" and prior == "vamp":
         # the VampPrior scores every z under its 500 components' flows: one pass each in
         # this direction, 40 sequential ones in the default "iaf" (guides.flows)
         options["direction"] = "maf"
     prior_options = {"num_pseudo_inputs": 500} if prior == "vamp" else {}
     model_options = {}
+    if published:
+        model_options["likelihood_options"] = {"min_probability": MIN_PROBABILITY}
     if hierarchical:
         guide = build_hierarchical_guide(
             data_dim,
@@ -121,12 +155,17 @@ def build_pair(label: str, data_dim: int):
             guide_family,
             HIDDEN,
             "gated",
-            bottom_min_scale=0.05,
+            bottom_min_scale=MIN_SCALE,
+            bottom_max_scale=max_scale,
             bottom_branches=True,
             **options,
         )
         build_model = build_hvae
-        model_options.update(conditional_min_scale=0.05, decoder_branches=True)
+        model_options.update(
+            conditional_min_scale=MIN_SCALE,
+            conditional_max_scale=max_scale,
+            decoder_branches=True,
+        )
     else:
         guide = build_guide(data_dim, LATENT_DIM, guide_family, HIDDEN, "gated", **options)
         build_model = build_vae
@@ -219,7 +258,7 @@ def train_pair(label: str, data, args) -> dict:
     folder = pair_folder(label, args)
     checkpoint = folder / "checkpoint.pt"
     pyro.set_rng_seed(args.seed)
-    model, guide = build_pair(label, data.num_features)
+    model, guide = build_pair(label, data.num_features, args.bounds)
     done, stopped = 0, False
     if checkpoint.exists():
         saved = load_checkpoint(checkpoint)
@@ -248,6 +287,7 @@ def train_pair(label: str, data, args) -> dict:
     best = saved.monitors["early_stopping"]["best_state"]
     row = {
         "pair": label,
+        "bounds": args.bounds,
         "epochs": done,
         "finished": finished,
         "best epoch": saved.monitors["early_stopping"]["best_epoch"],
@@ -260,6 +300,8 @@ def train_pair(label: str, data, args) -> dict:
         TRAINING_RSS: training_rss,
         # the ELBO at beta = 1 after every epoch, warm-up included (fit's validation)
         "validation ELBO per epoch": [round(v, 4) for v in saved.history["validation_elbo"]],
+        # epochs rolled back on a loss spike, each with its reason and the halved rate
+        "rollbacks": saved.history.get("rollbacks", []),
     }
     if finished or args.evaluate:
         source = best if best is not None else {"model": saved.model, "guide": saved.guide}
@@ -369,7 +411,15 @@ def plot_validation_curves(rows: list[dict], path: Path, first_epoch: int) -> Pa
 def child_command(label: str, args: argparse.Namespace) -> list[str]:
     """This script's command line for one pair, with this invocation's settings."""
     command = [sys.executable, str(Path(__file__).resolve()), "--pairs", label, "--row-only"]
-    for flag in ("epoch_budget", "test_points", "num_samples", "device", "threads", "seed"):
+    for flag in (
+        "epoch_budget",
+        "test_points",
+        "num_samples",
+        "device",
+        "threads",
+        "seed",
+        "bounds",
+    ):
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     command += ["--out", str(Path(args.out).resolve())]
     for flag in ("train_size", "time_limit"):
@@ -417,7 +467,10 @@ def main(args: argparse.Namespace) -> float:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(
-        json.dumps({"protocol": PROTOCOL, "published": PUBLISHED, "rows": rows}, indent=2)
+        json.dumps(
+            {"protocol": PROTOCOL, "bounds": args.bounds, "published": PUBLISHED, "rows": rows},
+            indent=2,
+        )
     )
     print(
         "Fashion-MNIST, published protocol; published "
@@ -447,6 +500,11 @@ def main(args: argparse.Namespace) -> float:
             f"    {row['seconds per epoch']:.1f} s per training epoch; peak RSS while "
             f"training {rss}"
         )
+        for rollback in row.get("rollbacks", []):
+            print(
+                f"    rolled back epoch {rollback['epoch']} (learning rate now "
+                f"{rollback['learning_rate']:g}): {rollback['reason']}"
+            )
         if "largest condition number of L" in row:
             print(f"    largest condition number of L: {row['largest condition number of L']:.3g}")
         if figure is not None:
@@ -499,6 +557,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="torch device")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--seed", type=int, default=0, help="seed")
+    parser.add_argument(
+        "--bounds",
+        choices=BOUNDS,
+        default="published",
+        help="published: every scale in [0.05, e] and every Bernoulli mean in [1e-5, 1 - "
+        "1e-5], as the published code; floor: only the guide's scale floored at 0.05 (the "
+        "setting of the rows trained before 2026-11-24)",
+    )
     parser.add_argument("--out", default="runs/fashion_mnist", help="output folder")
     parser.add_argument(
         "--time-limit",

@@ -23,21 +23,24 @@ family records it in :mod:`pyrovae.supports`, so a guide is never paired with a 
 another space.
 
 Positive quantities use ``softplus(...) + min_scale`` on a soft-clamped input, so every
-head is valid (positive definite, finite) for ANY encoder output.
+head is valid (positive definite, finite) for ANY encoder output. The Gaussian families
+also take a ceiling ``max_scale`` (inf, none, by default; :mod:`pyrovae.bounds`): the
+published VampPrior protocol keeps every scale in [0.05, e], a log-variance in [-6, 2].
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro.distributions as dist
 import torch
 from pyro.distributions import constraints
 from torch import nn
-from torch.nn.functional import softplus
 
 from guides.flows import conditional_affine_flow
 from pyrovae import supports
+from pyrovae.bounds import MAX_RAW, check_scale_range, positive, soft_clamp
 from pyrovae.distributions import (
     Dirichlet,
     LowRankMultivariateNormal,
@@ -50,7 +53,6 @@ from pyrovae.distributions.sphere import unit_directions
 from pyrovae.errors import PyrovaeError, unknown_name
 from pyrovae.options import builder_options, check_options
 
-MAX_RAW = 15.0  # scales stay in [min_scale, ~15]: far wider than any posterior under N(0, I)
 SIZES = ("in_features", "latent_dim")
 FAMILIES: dict[str, type] = {}
 
@@ -70,17 +72,6 @@ def register_family(name: str):
 INITIAL_FACTOR_SHRINK = 0.1  # low-rank factors start 10x smaller than a default layer's
 
 
-def soft_clamp(x: torch.Tensor, bound: float) -> torch.Tensor:
-    """``bound * tanh(x / bound)``: identity near 0, smooth, never leaves (-bound, bound)."""
-    return bound * torch.tanh(x / bound)
-
-
-def positive(raw: torch.Tensor, min_scale: float, bound: float = MAX_RAW) -> torch.Tensor:
-    """A positive ``softplus(soft_clamp(raw, bound)) + min_scale`` in
-    ``[min_scale, ~bound + min_scale]``."""
-    return softplus(soft_clamp(raw, bound)) + min_scale
-
-
 class GuideHead(nn.Module):
     """Base class: a linear layer from features to raw outputs (made by :meth:`_build`) and
     one hook, :meth:`make_dist`, that turns them into q(z | x). ``outputs_per_datapoint``
@@ -89,15 +80,30 @@ class GuideHead(nn.Module):
     outputs_per_datapoint: int
     support = constraints.real_vector
 
-    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-3):
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        min_scale: float = 1e-3,
+        max_scale: float = math.inf,
+    ):
         super().__init__()
         if not isinstance(latent_dim, int) or latent_dim < 1:
             raise PyrovaeError(f"latent_dim must be an integer >= 1, got {latent_dim!r}")
-        if not min_scale >= 0:
-            raise PyrovaeError(f"min_scale must be >= 0, got {min_scale}")
+        check_scale_range(min_scale, max_scale)
         self.in_features = in_features
         self.latent_dim = latent_dim
         self.min_scale = min_scale
+        self.max_scale = max_scale
+
+    def scale(self, raw: torch.Tensor) -> torch.Tensor:
+        """Scales in ``[min_scale, max_scale]`` (and below ~15 + min_scale) from raw outputs."""
+        return positive(raw, self.min_scale, max_value=self.max_scale)
+
+    def extra_repr(self) -> str:
+        # printed (so a checkpoint's pair summary tells bounded from unbounded heads) only
+        # where set: heads without a ceiling print as they always did
+        return f"max_scale={self.max_scale:g}" if self.max_scale < math.inf else ""
 
     def _build(self, num_outputs: int) -> None:
         self.outputs_per_datapoint = num_outputs
@@ -114,13 +120,19 @@ class GuideHead(nn.Module):
 class DiagonalNormalHead(GuideHead):
     """q(z | x) = N(mu(x), diag(sigma(x)^2)) as ``Normal(loc, scale).to_event(1)``."""
 
-    def __init__(self, in_features: int, latent_dim: int, min_scale: float = 1e-3):
-        super().__init__(in_features, latent_dim, min_scale)
+    def __init__(
+        self,
+        in_features: int,
+        latent_dim: int,
+        min_scale: float = 1e-3,
+        max_scale: float = math.inf,
+    ):
+        super().__init__(in_features, latent_dim, min_scale, max_scale)
         self._build(2 * latent_dim)
 
     def make_dist(self, raw, features):
         loc, raw_scale = raw.split(self.latent_dim, dim=-1)
-        return dist.Normal(loc, positive(raw_scale, self.min_scale)).to_event(1)
+        return dist.Normal(loc, self.scale(raw_scale)).to_event(1)
 
 
 @register_family("full")
@@ -145,8 +157,9 @@ class FullCovarianceHead(GuideHead):
         latent_dim: int,
         min_scale: float = 1e-3,
         offdiag_bound: float = 10.0,
+        max_scale: float = math.inf,
     ):
-        super().__init__(in_features, latent_dim, min_scale)
+        super().__init__(in_features, latent_dim, min_scale, max_scale)
         self.offdiag_bound = offdiag_bound
         d = latent_dim
         rows, cols = torch.tril_indices(d, d, offset=-1)
@@ -160,7 +173,7 @@ class FullCovarianceHead(GuideHead):
     def make_dist(self, raw, features):
         d = self.latent_dim
         loc, raw_diag, raw_off = raw.split([d, d, d * (d - 1) // 2], dim=-1)
-        scale = positive(raw_diag, self.min_scale)
+        scale = self.scale(raw_diag)
         unit = torch.diag_embed(torch.ones_like(scale))
         unit[..., self._rows, self._cols] = soft_clamp(raw_off, self.offdiag_bound)
         return MultivariateNormal(loc, scale_tril=unit * scale.unsqueeze(-2))
@@ -184,8 +197,9 @@ class LowRankHead(GuideHead):
         rank: int = 2,
         min_scale: float = 0.05,
         factor_bound: float = 5.0,
+        max_scale: float = math.inf,
     ):
-        super().__init__(in_features, latent_dim, min_scale)
+        super().__init__(in_features, latent_dim, min_scale, max_scale)
         if rank < 1:
             raise PyrovaeError(f"lowrank needs rank >= 1, got {rank}")
         self.rank = rank
@@ -199,7 +213,7 @@ class LowRankHead(GuideHead):
         d, r = self.latent_dim, self.rank
         loc, raw_diag, raw_factor = raw.split([d, d, d * r], dim=-1)
         cov_factor = soft_clamp(raw_factor, self.factor_bound).unflatten(-1, (d, r))
-        cov_diag = positive(raw_diag, self.min_scale) ** 2
+        cov_diag = self.scale(raw_diag) ** 2
         return LowRankMultivariateNormal(loc, cov_factor, cov_diag)
 
 
@@ -209,9 +223,14 @@ class MixtureHead(GuideHead):
     (``MixtureOfDiagNormals``, Jankowiak & Karaletsos 2019); K(2d+1) outputs per point."""
 
     def __init__(
-        self, in_features: int, latent_dim: int, num_components: int = 3, min_scale: float = 1e-3
+        self,
+        in_features: int,
+        latent_dim: int,
+        num_components: int = 3,
+        min_scale: float = 1e-3,
+        max_scale: float = math.inf,
     ):
-        super().__init__(in_features, latent_dim, min_scale)
+        super().__init__(in_features, latent_dim, min_scale, max_scale)
         if num_components < 1:
             raise PyrovaeError(f"mixture needs num_components >= 1, got {num_components}")
         self.num_components = num_components
@@ -222,7 +241,7 @@ class MixtureHead(GuideHead):
         locs, raw_scales, logits = raw.split([k * d, k * d, k], dim=-1)
         return MixtureOfDiagNormals(
             locs.unflatten(-1, (k, d)),
-            positive(raw_scales, self.min_scale).unflatten(-1, (k, d)),
+            self.scale(raw_scales).unflatten(-1, (k, d)),
             soft_clamp(logits, MAX_RAW),
         )
 
@@ -254,8 +273,9 @@ class FlowHead(GuideHead):
         flow_hidden: Sequence[int] = (64,),
         direction: str = "iaf",
         min_scale: float = 1e-3,
+        max_scale: float = math.inf,
     ):
-        super().__init__(in_features, latent_dim, min_scale)
+        super().__init__(in_features, latent_dim, min_scale, max_scale)
         if latent_dim < 2:
             raise PyrovaeError(
                 "an autoregressive flow needs latent_dim >= 2; use 'diagonal' for d=1"
@@ -280,7 +300,7 @@ class FlowHead(GuideHead):
 
     def make_dist(self, raw, features):
         loc, raw_scale = raw.split(self.latent_dim, dim=-1)
-        base = dist.Normal(loc, positive(raw_scale, self.min_scale)).to_event(1)
+        base = dist.Normal(loc, self.scale(raw_scale)).to_event(1)
         transforms = [flow.condition(features) for flow in self.flows]
         if self.direction == "maf":
             transforms = [transform.inv for transform in transforms]

@@ -15,6 +15,7 @@ inside the estimators' outer sample plates.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import pyro
@@ -70,13 +71,14 @@ def build_hierarchical_guide(
     *,
     bottom_dim: int = 0,
     bottom_min_scale: float = 1e-3,
+    bottom_max_scale: float = math.inf,
     bottom_branches: bool = False,
     **family_options,
 ) -> HierarchicalGuide:
     """Encoder ``D -> hidden...``; the top head is the registered ``family`` (size
     ``latent_dim``), the bottom a diagonal Normal (size ``bottom_dim`` or ``latent_dim``),
-    its scales floored at ``bottom_min_scale`` (the published HVAE floors every
-    log-variance at -6, a scale of 0.05), over one hidden layer of ``[features, z2]``, or
+    its scales in ``[bottom_min_scale, bottom_max_scale]`` (the published HVAE keeps every
+    log-variance in [-6, 2], a scale in [0.05, e]), over one hidden layer of ``[features, z2]``, or
     with ``bottom_branches`` over x and z2 in branches of their own joined by a hidden
     layer (the published layout: 784 -> 300 and 40 -> 300, then 600 -> 300)."""
     encoder = MLPEncoder(data_dim, hidden, activation)
@@ -87,5 +89,7 @@ def build_hierarchical_guide(
         bottom_net = TwoBranchNet(data_dim, latent_dim, width, [width], None, activation)
     else:
         bottom_net = mlp(width + latent_dim, [width], None, activation)
-    bottom = make_head("diagonal", width, d1, min_scale=bottom_min_scale)
+    bottom = make_head(
+        "diagonal", width, d1, min_scale=bottom_min_scale, max_scale=bottom_max_scale
+    )
     return HierarchicalGuide(encoder, top, bottom_net, bottom, name)

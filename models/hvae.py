@@ -14,14 +14,15 @@ Every network broadcasts over leading sample dimensions (the estimators need tha
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import pyro
 import pyro.distributions as dist
 import torch
 from torch import nn
-from torch.nn.functional import softplus
 
+from pyrovae.bounds import check_scale_range, positive
 from pyrovae.errors import PyrovaeError
 from pyrovae.naming import unique_name
 from pyrovae.nn import TwoBranchNet, mlp
@@ -31,7 +32,8 @@ from .priors import make_prior
 
 
 class ConditionalNormal(nn.Module):
-    """p(z1 | z2) = N(mu(z2), diag(sigma(z2)^2)), sigma = softplus(.) + ``min_scale``."""
+    """p(z1 | z2) = N(mu(z2), diag(sigma(z2)^2)), sigma = softplus(.) + ``min_scale``, kept
+    below ``max_scale`` where that is finite (smoothly: :mod:`pyrovae.bounds`)."""
 
     def __init__(
         self,
@@ -40,17 +42,22 @@ class ConditionalNormal(nn.Module):
         hidden: Sequence[int],
         activation: str,
         min_scale: float = 1e-3,
+        max_scale: float = math.inf,
     ):
         super().__init__()
-        if not min_scale >= 0:
-            raise PyrovaeError(f"min_scale of p(z1 | z2) must be >= 0, got {min_scale}")
+        check_scale_range(min_scale, max_scale, "min_scale of p(z1 | z2)")
         self.out_dim = out_dim
         self.min_scale = min_scale
+        self.max_scale = max_scale
         self.net = mlp(in_dim, hidden, 2 * out_dim, activation)
 
     def forward(self, z2: torch.Tensor) -> dist.Distribution:
         loc, raw = self.net(z2).split(self.out_dim, dim=-1)
-        return dist.Normal(loc, softplus(raw) + self.min_scale).to_event(1)
+        scale = positive(raw, self.min_scale, bound=None, max_value=self.max_scale)
+        return dist.Normal(loc, scale).to_event(1)
+
+    def extra_repr(self) -> str:
+        return f"max_scale={self.max_scale:g}" if self.max_scale < math.inf else ""
 
 
 class HierarchicalVAE(nn.Module):
@@ -97,14 +104,18 @@ def build_hvae(
     *,
     bottom_dim: int = 0,
     prior_options: dict | None = None,
+    likelihood_options: dict | None = None,
     posterior: Callable | None = None,
     conditional_min_scale: float = 1e-3,
+    conditional_max_scale: float = math.inf,
     decoder_branches: bool = False,
 ) -> HierarchicalVAE:
     """A two-layer VAE: z2 of size ``latent_dim`` (the registered ``prior``), z1 of size
     ``bottom_dim`` (``latent_dim`` when 0), MLPs of widths ``hidden`` for p(z1 | z2) and
     the decoder. ``posterior`` is the guide's top posterior map q(z2 | x) (for "vamp").
-    ``conditional_min_scale`` floors p(z1 | z2)'s scales (the published HVAE: 0.05).
+    ``conditional_min_scale`` and ``conditional_max_scale`` bound p(z1 | z2)'s scales (the
+    published HVAE: 0.05 and e, a log-variance in [-6, 2]); ``likelihood_options`` are the
+    likelihood's keyword options (``{"min_probability": 1e-5}``: the published clamp).
     The decoder reads ``[z1, z2]`` through its first hidden layer, or with
     ``decoder_branches`` through a branch each of that width, joined by the rest (the
     published layout: 40 -> 300 twice, then 600 -> 300 -> D)."""
@@ -120,8 +131,8 @@ def build_hvae(
     return HierarchicalVAE(
         decoder,
         make_prior(prior, d2, data_dim=data_dim, posterior=posterior, **(prior_options or {})),
-        ConditionalNormal(d2, d1, widths, activation, conditional_min_scale),
-        make_likelihood(likelihood, data_dim),
+        ConditionalNormal(d2, d1, widths, activation, conditional_min_scale, conditional_max_scale),
+        make_likelihood(likelihood, data_dim, **(likelihood_options or {})),
         data_dim,
         name,
     )

@@ -6,6 +6,7 @@ a distribution with event shape ``(D,)``, so ``log_prob`` is nats per data point
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import pyro.distributions as dist
@@ -14,23 +15,49 @@ from torch import nn
 from torch.nn.functional import softplus
 
 from pyrovae.distributions.bernoulli import BernoulliLogits
-from pyrovae.errors import unknown_name
+from pyrovae.errors import PyrovaeError, unknown_name
 
 
 class BernoulliLikelihood(nn.Module):
-    """x_i | z ~ Bernoulli(logits = f(z)_i), x_i in {0, 1}: binarized images."""
+    """x_i | z ~ Bernoulli(logits = f(z)_i), x_i in {0, 1}: binarized images.
+
+    With ``min_probability = p > 0`` every mean is clamped to ``[p, 1 - p]`` (its logit to
+    ``+/- log((1 - p) / p)``), as the published VampPrior code's ``log_Bernoulli`` does with
+    p = 1e-5: then no pixel costs more than -log p = 11.5 nats, whatever the decoder
+    outputs, and a clamped pixel passes no gradient (the published clamp's behaviour).
+    """
 
     support_hint = "binary values {0, 1}: use binarize='dynamic' or 'static'"
 
-    def __init__(self, data_dim: int):
+    def __init__(self, data_dim: int, min_probability: float = 0.0):
         super().__init__()
+        if not 0.0 <= min_probability < 0.5:
+            raise PyrovaeError(
+                f"min_probability must be in [0, 0.5), got {min_probability} (0: no clamp; "
+                "the published VampPrior code clamps at 1e-5)"
+            )
         self.data_dim = data_dim
+        self.min_probability = min_probability
+        self.max_logit = (
+            math.log1p(-min_probability) - math.log(min_probability)
+            if min_probability > 0
+            else math.inf
+        )
 
-    def forward(self, logits: torch.Tensor) -> dist.Distribution:
-        return BernoulliLogits(logits=logits).to_event(1)
+    def logits(self, outputs: torch.Tensor) -> torch.Tensor:
+        """The decoder's outputs as logits, clamped where ``min_probability`` is set."""
+        if self.max_logit < math.inf:
+            return outputs.clamp(-self.max_logit, self.max_logit)
+        return outputs
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(logits)
+    def forward(self, outputs: torch.Tensor) -> dist.Distribution:
+        return BernoulliLogits(logits=self.logits(outputs)).to_event(1)
+
+    def mean(self, outputs: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.logits(outputs))
+
+    def extra_repr(self) -> str:
+        return f"min_probability={self.min_probability:g}" if self.min_probability > 0 else ""
 
 
 class ContinuousBernoulliLikelihood(nn.Module):

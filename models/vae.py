@@ -78,13 +78,15 @@ def build_vae(
     name: str | None = None,
     *,
     prior_options: dict | None = None,
+    likelihood_options: dict | None = None,
     posterior: Callable | None = None,
 ) -> VAE:
     """A VAE with an MLP decoder ``d -> hidden... -> D`` and registered prior/likelihood.
 
     ``prior_options`` are the prior's keyword options (e.g. ``{"num_components": 20}`` for
-    ``"mog"``); ``posterior`` is the guide's posterior map, which the ``"vamp"`` prior needs
-    (``posterior=guide.posterior``).
+    ``"mog"``), ``likelihood_options`` the likelihood's (``{"min_probability": 1e-5}`` for
+    ``"bernoulli"``: the published clamp); ``posterior`` is the guide's posterior map,
+    which the ``"vamp"`` prior needs (``posterior=guide.posterior``).
     """
     decoder = mlp(latent_dim, list(reversed(hidden)), data_dim, activation)
     return VAE(
@@ -92,7 +94,7 @@ def build_vae(
         make_prior(
             prior, latent_dim, data_dim=data_dim, posterior=posterior, **(prior_options or {})
         ),
-        make_likelihood(likelihood, data_dim),
+        make_likelihood(likelihood, data_dim, **(likelihood_options or {})),
         data_dim,
         latent_dim,
         name,

@@ -3,6 +3,7 @@ reported in its row and the exit status, and the other pairs still train and pri
 
 import importlib.util
 import json
+import math
 import os
 import subprocess
 from pathlib import Path
@@ -133,22 +134,88 @@ def test_pairs_are_compared_image_by_image_over_the_images_both_evaluated(protoc
     assert se == pytest.approx((differences.std() / 3**0.5).item())
 
 
-def test_the_hvae_pair_floors_every_scale_at_the_published_log_variance_of_minus_six(protocol):
-    """The published HVAE clips every log-variance to [-6, 2]: q(z2 | x), q(z1 | x, z2) and
-    p(z1 | z2) all have scales of at least exp(-3) ~ 0.0498; ours floor them at 0.05."""
-    torch.manual_seed(0)
-    model, guide = protocol.build_pair("hvae:vamp+diagonal", 784)
-    with torch.no_grad():  # push every raw scale far below its floor
+def _hvae_scales(model, guide, push):
+    """q(z2 | x), q(z1 | x, z2) and p(z1 | z2) with every raw scale output set to ``push``."""
+    with torch.no_grad():
         for layer in (guide.head.linear, guide.bottom_head.linear, model.conditional.net[-1]):
-            layer.bias[40:] = -1e4
+            layer.bias[40:] = push
         x = torch.rand(5, 784)
-        features = guide.encoder(x)
-        top = guide.head(features)
+        top = guide.head(guide.encoder(x))
         z2 = top.sample()
         bottom = guide.bottom_head(guide.bottom_net.combine(x, z2))
         prior_z1 = model.conditional(z2)
-    for layer in (top, bottom, prior_z1):
-        assert layer.base_dist.scale.min().item() == pytest.approx(0.05, rel=1e-5)
+    return [layer.base_dist.scale for layer in (top, bottom, prior_z1)]
+
+
+@pytest.mark.parametrize("bounds", ["published", "floor"])
+def test_the_hvae_pair_floors_every_scale_at_the_published_log_variance_of_minus_six(
+    protocol, bounds
+):
+    """The published HVAE clips every log-variance to [-6, 2]: q(z2 | x), q(z1 | x, z2) and
+    p(z1 | z2) all have scales of at least exp(-3) ~ 0.0498; ours floor them at 0.05."""
+    torch.manual_seed(0)
+    model, guide = protocol.build_pair("hvae:vamp+diagonal", 784, bounds)
+    for scale in _hvae_scales(model, guide, -1e4):
+        assert scale.min().item() == pytest.approx(0.05, rel=1e-5)
+
+
+def test_the_published_bounds_keep_every_hvae_scale_below_e_and_the_floor_setting_did_not(
+    protocol,
+):
+    """... and at most exp(1) = e (a log-variance of 2). Without that ceiling (the setting of
+    our first rows) q(z1 | x, z2) reached scales of about 15 and p(z1 | z2) about 30 in the
+    HVAE run that diverged at epoch 766 (docs/results.md)."""
+    torch.manual_seed(0)
+    model, guide = protocol.build_pair("hvae:vamp+diagonal", 784)
+    for scale in _hvae_scales(model, guide, 50.0):
+        assert math.e - 0.01 < scale.max().item() <= math.e
+    model, guide = protocol.build_pair("hvae:vamp+diagonal", 784, "floor")
+    top, bottom, prior_z1 = _hvae_scales(model, guide, 50.0)
+    assert min(top.max().item(), bottom.max().item()) > 14 and prior_z1.max().item() > 49
+
+
+@pytest.mark.parametrize("label", ["standard+diagonal", "vamp+full", "hvae:vamp+diagonal"])
+def test_the_published_bounds_clamp_every_bernoulli_mean_and_the_floor_setting_did_not(
+    protocol, label
+):
+    model, _ = protocol.build_pair(label, 784)
+    logits = torch.tensor([[-1e3, 1e3]])
+    per_pixel = model.likelihood(logits).base_dist.log_prob(torch.tensor([[1.0, 0.0]]))
+    assert per_pixel.min().item() == pytest.approx(math.log(1e-5), rel=1e-4)
+    model, _ = protocol.build_pair(label, 784, "floor")
+    assert model.likelihood(logits).base_dist.log_prob(torch.tensor([[1.0, 0.0]])).max() < -999
+
+
+@pytest.mark.parametrize(
+    "label, family_bounded",
+    [("vamp+full", True), ("vamp+lowrank", True), ("vamp+mixture", True), ("vamp+vmf", False)],
+)
+def test_every_guide_family_with_scales_gets_the_published_range(protocol, label, family_bounded):
+    _, guide = protocol.build_pair(label, 784)
+    assert (getattr(guide.head, "max_scale", None) == math.e) == family_bounded
+    if family_bounded:
+        assert guide.head.min_scale == 0.05
+
+
+def test_a_checkpoint_of_one_bounds_setting_is_told_from_the_other(protocol):
+    """fit refuses a resume whose printed pair differs: a floor-only checkpoint does not
+    continue under the published bounds unnoticed."""
+    from pyrovae.train.loop import pair_summary
+
+    published = pair_summary(*protocol.build_pair("hvae:vamp+diagonal", 784))
+    floor = pair_summary(*protocol.build_pair("hvae:vamp+diagonal", 784, "floor"))
+    for side in ("model", "guide"):
+        assert published[side] != floor[side]
+        assert "max_scale=2.71828" in published[side]
+        assert "max_scale" not in floor[side]
+    assert "min_probability=1e-05" in published["model"]
+
+
+def test_an_unknown_bounds_setting_is_refused(protocol):
+    with pytest.raises(ValueError, match="bounds must be one of"):
+        protocol.build_pair("vamp+diagonal", 784, "none")
+    with pytest.raises(SystemExit):
+        protocol.parse_args(["--bounds", "none"])
 
 
 @pytest.mark.parametrize(

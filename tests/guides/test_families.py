@@ -1,6 +1,8 @@
 """Every registered guide family: training, validity for any encoder output, log_prob
 against scipy. A family added to FAMILIES is covered here without new test code."""
 
+import math
+
 import numpy as np
 import pyro.distributions as dist
 import pytest
@@ -10,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import logsumexp
 
-from guides import FAMILIES, build_guide, make_head
+from guides import FAMILIES, build_guide, family_options, make_head
 from guides.families import FlowHead, FullCovarianceHead, LowRankHead, MixtureHead
 from models import build_vae
 from pyrovae import supports
@@ -197,3 +199,50 @@ def test_a_plain_function_head_with_hidden_layers_is_refused():
         return dist.Normal(features[..., :2], 1.0).to_event(1)
 
     AmortizedGuide(encoder, fixed_head)
+
+
+# ------------------------------------------------------------- the scale ceiling
+
+SCALES_OF = {  # the scales a family's ceiling bounds, read off its distribution
+    "diagonal": lambda q: q.base_dist.scale,
+    "full": lambda q: q.scale_tril.diagonal(dim1=-2, dim2=-1),
+    "lowrank": lambda q: q.cov_diag.sqrt(),
+    "mixture": lambda q: q.coord_scale,
+    "flow": lambda q: q.base_dist.base_dist.scale,
+}
+BOUNDED = sorted(f for f in FAMILIES if "max_scale" in {o.name for o in family_options(f)})
+
+
+def test_every_family_with_a_ceiling_says_which_scales_it_bounds():
+    assert set(SCALES_OF) == set(BOUNDED)
+
+
+@pytest.mark.parametrize("family", BOUNDED)
+@pytest.mark.parametrize("push", [1e4, -1e4])
+def test_a_ceiling_bounds_every_scale_of_the_family_for_any_encoder_output(family, push):
+    torch.manual_seed(0)
+    head = make_head(family, 6, D, min_scale=0.05, max_scale=math.e)
+    unbounded = make_head(family, 6, D, min_scale=0.05)
+    unbounded.load_state_dict(head.state_dict())
+    with torch.no_grad():
+        for h in (head, unbounded):
+            h.linear.bias.fill_(push)  # every raw output far out
+    features = torch.randn(3, 6)
+    scales = SCALES_OF[family](head(features))
+    assert scales.max().item() <= math.e and scales.min().item() >= 0.05 - 1e-6
+    if push > 0:  # without the ceiling the same outputs give scales of about 15
+        assert SCALES_OF[family](unbounded(features)).max().item() > 10
+
+
+@pytest.mark.parametrize("family", BOUNDED)
+def test_a_ceiling_at_or_below_the_floor_is_refused(family):
+    with pytest.raises(ValueError, match="max_scale must be above min_scale"):
+        make_head(family, 6, D, min_scale=0.5, max_scale=0.5)
+
+
+def test_a_bounded_head_prints_its_ceiling_and_an_unbounded_one_prints_as_before():
+    # a checkpoint's pair summary is the printed pair: a resume across settings is refused
+    assert "max_scale=2.71828" in repr(make_head("diagonal", 6, D, max_scale=math.e))
+    assert repr(make_head("diagonal", 6, D)) == (
+        "DiagonalNormalHead(\n  (linear): Linear(in_features=6, out_features=8, bias=True)\n)"
+    )

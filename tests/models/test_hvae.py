@@ -1,12 +1,14 @@
 """The two-layer hierarchical VAE runs through every estimator and diagnostic, per site
 and by its own site names, with any registered prior on the top layer."""
 
+import math
+
 import pyro
 import pytest
 import torch
 
 from guides import build_hierarchical_guide
-from models import build_hvae
+from models import ConditionalNormal, build_hvae
 from pyrovae import diagnostics, evaluate, fit
 from pyrovae.evaluate import estimate_elbo
 from tests.conftest import DEVICES
@@ -85,6 +87,20 @@ def test_mean_field_elbo_is_unbiased_when_the_guide_follows_the_models_order(tra
     assert mean_field == pytest.approx(trace, abs=0.05)
 
 
+def test_the_conditional_scale_stays_under_its_ceiling_for_any_z2():
+    conditional = ConditionalNormal(3, 4, (16,), "relu", min_scale=0.05, max_scale=math.e)
+    with torch.no_grad():
+        conditional.net[-1].bias[4:] = 1e4
+    scale = conditional(torch.randn(5, 3) * 100).base_dist.scale
+    assert scale.max().item() <= math.e and scale.min().item() > 2.7
+    assert "max_scale=2.71828" in repr(conditional)
+    unbounded = ConditionalNormal(3, 4, (16,), "relu", min_scale=0.05)
+    unbounded.load_state_dict(conditional.state_dict())
+    assert unbounded(torch.randn(5, 3)).base_dist.scale.min().item() > 1e3  # as before
+    with pytest.raises(ValueError, match="max_scale must be above min_scale of p"):
+        ConditionalNormal(3, 4, (16,), "relu", min_scale=0.05, max_scale=0.01)
+
+
 def test_a_negative_floor_on_the_conditional_scale_is_refused():
     with pytest.raises(ValueError, match="min_scale of p\\(z1 \\| z2\\) must be >= 0, got -1"):
         build_hvae(64, 3, (16,), conditional_min_scale=-1.0)
@@ -97,8 +113,18 @@ def test_the_published_layout_trains_recorded_and_is_evaluated(digits, device):
     data = digits.to(device)
     pyro.set_rng_seed(0)
     hidden = (32, 32)
+    bounds = {"min_scale": 0.05, "max_scale": math.e}  # the published range, recorded too
     guide = build_hierarchical_guide(
-        64, 3, "diagonal", hidden, "gated", bottom_dim=4, bottom_branches=True
+        64,
+        3,
+        "diagonal",
+        hidden,
+        "gated",
+        bottom_dim=4,
+        bottom_branches=True,
+        bottom_min_scale=0.05,
+        bottom_max_scale=math.e,
+        **bounds,
     )
     model = build_hvae(
         64,
@@ -110,6 +136,9 @@ def test_the_published_layout_trains_recorded_and_is_evaluated(digits, device):
         bottom_dim=4,
         decoder_branches=True,
         prior_options={"num_pseudo_inputs": 10},
+        likelihood_options={"min_probability": 1e-5},
+        conditional_min_scale=0.05,
+        conditional_max_scale=math.e,
     )
     assert guide.bottom_net.first_branch[0].linear.in_features == 64  # x itself
     assert guide.bottom_net.second_branch[0].linear.in_features == 3  # z2
