@@ -183,6 +183,31 @@ def build_pair(label: str, data_dim: int, bounds: str = "published"):
     return model, guide
 
 
+def bounds_of_checkpoint(saved, label: str, data_dim: int = 784) -> str | None:
+    """The ``--bounds`` setting a checkpoint of pair ``label`` was trained with: the one
+    whose pair prints as the checkpoint's (``fit`` stores each side's printed structure,
+    where a bounded head shows its ``max_scale``); None where neither does."""
+    from pyrovae.train.loop import pair_summary
+
+    for bounds in BOUNDS:
+        if pair_summary(*build_pair(label, data_dim, bounds)) == saved.run.get("pair"):
+            return bounds
+    return None
+
+
+def check_bounds(saved, label: str, bounds: str, path: Path) -> None:
+    """Refuse to continue or evaluate a checkpoint under other bounds than it was trained
+    with (evaluating it would score its parameters under another model), naming the flag
+    that fits it."""
+    trained = bounds_of_checkpoint(saved, label)
+    if trained != bounds:
+        fits = f"pass --bounds {trained}" if trained else "it is not a pair of this script"
+        raise SystemExit(
+            f"{path} was trained with other bounds than --bounds {bounds}: {fits}, or use "
+            "another --out for a run under these bounds"
+        )
+
+
 def pair_folder(label: str, args: argparse.Namespace) -> Path:
     """``--out/<pair>``: the pair's checkpoint, logs, row and test evaluation."""
     return Path(args.out) / label.replace(":", "-")
@@ -262,6 +287,7 @@ def train_pair(label: str, data, args) -> dict:
     done, stopped = 0, False
     if checkpoint.exists():
         saved = load_checkpoint(checkpoint)
+        check_bounds(saved, label, args.bounds, checkpoint)
         done, stopped = saved.epoch, _stopped_early(saved)
     finished = stopped or done >= MAX_EPOCHS
     trained_now = not finished and args.epoch_budget > 0

@@ -63,14 +63,17 @@ def trained_components(path: str, device: str):
     """(loc, scale_tril, training values (100, d), evaluation values (100, 100, d)) from a
     ``vamp+full`` checkpoint of benchmarks/fashion_mnist.py."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from fashion_mnist import build_pair
+    from fashion_mnist import bounds_of_checkpoint, build_pair
 
     from pyrovae import load_dataset
     from pyrovae.train import load_checkpoint
     from pyrovae.train.checkpoint import load_module_state
 
-    model, guide = build_pair("vamp+full", 784)
     saved = load_checkpoint(path)
+    bounds = bounds_of_checkpoint(saved, "vamp+full")
+    if bounds is None:
+        raise SystemExit(f"{path} is not a vamp+full checkpoint of benchmarks/fashion_mnist.py")
+    model, guide = build_pair("vamp+full", 784, bounds)
     load_module_state(model, saved.model)
     load_module_state(guide, saved.guide)
     with torch.no_grad():

@@ -325,3 +325,26 @@ def test_each_pair_trained_in_one_call_has_its_own_peak_memory(protocol):
     before = protocol.peak_rss_mb()
     protocol.reset_peak_rss()
     assert protocol.peak_rss_mb() < before - 200
+
+
+def test_a_checkpoint_is_not_continued_or_evaluated_under_other_bounds(protocol, tmp_path):
+    """A finished or running pair is evaluated from its checkpoint without calling fit, so
+    the script itself must refuse other bounds: it would score the parameters under another
+    model. The refusal names the flag that fits the checkpoint."""
+    from pyrovae.data import FASHION_MNIST_DIR
+    from pyrovae.train import load_checkpoint
+
+    if not (FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").exists():
+        pytest.skip("needs Debian's dataset-fashion-mnist (make test installs it)")
+    common = ["--pairs", "standard+diagonal", "--train-size", "200", "--threads", "1"]
+    common += ["--out", str(tmp_path)]
+    protocol.main(protocol.parse_args([*common, "--epoch-budget", "1", "--bounds", "floor"]))
+    checkpoint = tmp_path / "standard+diagonal" / "checkpoint.pt"
+    saved = load_checkpoint(checkpoint)
+    assert protocol.bounds_of_checkpoint(saved, "standard+diagonal") == "floor"
+    for budget in ("0", "1"):
+        with pytest.raises(SystemExit, match="pass --bounds floor"):
+            protocol.main(protocol.parse_args([*common, "--epoch-budget", budget]))
+    assert load_checkpoint(checkpoint).epoch == 1  # nothing trained under the wrong bounds
+    row = json.loads((tmp_path / "standard+diagonal" / "row.json").read_text())
+    assert row["bounds"] == "floor" and row["rollbacks"] == []
