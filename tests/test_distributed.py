@@ -99,3 +99,25 @@ def test_distributed_without_torchrun_says_how_to_launch(digits):
     model, guide = build_vae(64, 2, (16,)), build_guide(64, 2, "diagonal", (16,))
     with pytest.raises(PyrovaeError, match="torchrun --nproc-per-node N"):
         fit(model, guide, digits, epochs=1, progress=False, distributed=True)
+
+
+def test_a_group_pyrovae_started_is_destroyed_at_exit_while_python_is_whole():
+    # gloo threads left to the interpreter's finalisation can end a finished process in
+    # SIGABRT; the handler pyrovae registers runs first (atexit is last in, first out)
+    script = (
+        "import atexit, torch.distributed as dist\n"
+        "atexit.register(lambda: print('initialized at exit:', dist.is_initialized()))\n"
+        "from pyrovae.train.distributed import DistributedContext\n"
+        "context = DistributedContext.from_environment('cpu')\n"
+        "print('rank', context.rank, 'of', context.world_size)\n"
+    )
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    torchrun_env = {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # fmt: skip
+    env = {**os.environ, **torchrun_env, "PYTHONPATH": path}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "rank 0 of 1" in result.stdout
+    assert "initialized at exit: False" in result.stdout

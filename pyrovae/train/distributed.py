@@ -12,10 +12,16 @@ Randomness: the shuffle comes from a generator seeded with (seed, epoch), the sa
 every process; Bernoulli draws and z noise from each process's global RNG, reseeded at
 every epoch with (seed, epoch, rank), so a resumed run repeats an uninterrupted one.
 Checkpoints are written by process 0 only.
+
+A process group this module initialises is destroyed at interpreter exit (an ``atexit``
+handler), while Python is still whole: left to the interpreter's finalisation, gloo's worker
+threads can outlive it and the process ends in SIGABRT ("terminate called without an active
+exception") after its work is done. A group the caller initialised is the caller's to destroy.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -44,6 +50,7 @@ class DistributedContext:
             )
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+            atexit.register(destroy_process_group)
         return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
     @property
@@ -79,3 +86,9 @@ class DistributedContext:
 
     def barrier(self) -> None:
         dist.barrier()
+
+
+def destroy_process_group() -> None:
+    """Destroy the default process group if one is still up (a no-op otherwise)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
