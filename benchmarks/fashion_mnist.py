@@ -402,13 +402,14 @@ def best_by_epoch(rows: list[dict], step: int = 100) -> tuple[list[str], list[tu
     ..., best_P)``, best_p the highest validation ELBO pair p reached in its first E epochs
     (nats per image), for E = step, 2 step, ... up to the shortest run, and its last epoch
     where that is not a multiple of ``step``. Pairs without a curve (diverged, or rows
-    written before curves were kept) are left out; fewer than two pairs give no table."""
+    written before curves were kept) are left out. One pair gives its own table, to set
+    beside figures recorded from another run."""
     curves = {
         row["pair"]: row["validation ELBO per epoch"]
         for row in rows
         if row.get("validation ELBO per epoch")
     }
-    if len(curves) < 2:
+    if not curves:
         return [], []
     shortest = min(len(curve) for curve in curves.values())
     epochs = list(range(step, shortest + 1, step))

@@ -247,7 +247,11 @@ def test_pairs_are_compared_at_equal_epochs_by_the_best_validation_elbo_so_far(p
     pairs, table = protocol.best_by_epoch(rows, step=2)
     assert pairs == ["vamp+diagonal", "vamp+full"]
     assert table == [(2, -250.0, -245.0), (4, -235.0, -245.0), (5, -230.0, -236.0)]
-    assert protocol.best_by_epoch(rows[:1], step=2) == ([], [])
+    assert protocol.best_by_epoch(rows[:1], step=2) == (
+        ["vamp+diagonal"],
+        [(2, -250.0), (4, -235.0), (6, -1.0)],
+    )
+    assert protocol.best_by_epoch(rows[2:], step=2) == ([], [])
 
 
 def test_the_validation_curves_are_drawn_from_the_first_epoch_asked_for(protocol, tmp_path):
