@@ -73,6 +73,7 @@ from pyrovae.errors import TrainingDiverged
 from pyrovae.evaluate.resumable import read_progress
 from pyrovae.train import load_checkpoint
 from pyrovae.train.checkpoint import load_module_state
+from pyrovae.train.loop import pair_summary
 
 PUBLISHED = {"VAE": -228.70, "VampPrior": -227.35, "HVAE + VampPrior": -226.72}
 
@@ -187,18 +188,18 @@ def bounds_of_checkpoint(saved, label: str, data_dim: int = 784) -> str | None:
     """The ``--bounds`` setting a checkpoint of pair ``label`` was trained with: the one
     whose pair prints as the checkpoint's (``fit`` stores each side's printed structure,
     where a bounded head shows its ``max_scale``); None where neither does."""
-    from pyrovae.train.loop import pair_summary
-
     for bounds in BOUNDS:
         if pair_summary(*build_pair(label, data_dim, bounds)) == saved.run.get("pair"):
             return bounds
     return None
 
 
-def check_bounds(saved, label: str, bounds: str, path: Path) -> None:
+def check_bounds(saved, label: str, bounds: str, path: Path, model, guide) -> None:
     """Refuse to continue or evaluate a checkpoint under other bounds than it was trained
     with (evaluating it would score its parameters under another model), naming the flag
-    that fits it."""
+    that fits it. ``model`` and ``guide``: the pair as built under ``bounds``."""
+    if pair_summary(model, guide) == saved.run.get("pair"):
+        return
     trained = bounds_of_checkpoint(saved, label)
     if trained != bounds:
         fits = f"pass --bounds {trained}" if trained else "it is not a pair of this script"
@@ -287,7 +288,7 @@ def train_pair(label: str, data, args) -> dict:
     done, stopped = 0, False
     if checkpoint.exists():
         saved = load_checkpoint(checkpoint)
-        check_bounds(saved, label, args.bounds, checkpoint)
+        check_bounds(saved, label, args.bounds, checkpoint, model, guide)
         done, stopped = saved.epoch, _stopped_early(saved)
     finished = stopped or done >= MAX_EPOCHS
     trained_now = not finished and args.epoch_budget > 0
